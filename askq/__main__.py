@@ -1,0 +1,5 @@
+import sys
+
+from askq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The `askq` command: producer and operator commands, plus worker, sim, redis and demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from core.errors import AskqError
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
+
+    settings = load_settings()
+    from workers import app
+
+    argv = [
+        "worker",
+        "--pool", args.pool,
+        "--concurrency", str(args.concurrency or settings.worker_concurrency),
+        "--queues", settings.queue,
+        "--loglevel", args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.name:
+        argv += ["--hostname", f"{args.name}@%h"]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from sim.server import main as sim_main
+
+    return sim_main(args.sim_args)
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
+    from core.redisserver import ensure_url, stop_detached
+
+    settings = load_settings()
+    if args.redis_command == "stop":
+        print("stopped" if stop_detached(settings.var_dir) else "no embedded redis running")
+        return 0
+    print(ensure_url(None, settings.var_dir))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from askq.demo import run_demo
+
+    return run_demo(jobs=args.jobs, as_json=args.json, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from producers.cli import register as register_producers
+
+    parser = argparse.ArgumentParser(prog="askq", description="A resilient LLM job queue.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_producers(sub)
+
+    p = sub.add_parser("worker", help="run a Celery worker (thread pool on a shared asyncio loop)")
+    p.add_argument("--concurrency", type=int, default=None, help="jobs in flight (default: worker_concurrency)")
+    p.add_argument("--pool", default="threads", choices=["threads", "solo"])
+    p.add_argument("--name", help="worker name (Celery hostname prefix)")
+    p.add_argument("--loglevel", default="warning")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sim", help="run the OpenAI-compatible LLM simulator", add_help=False)
+    p.add_argument("sim_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("redis", help="the embedded Redis: print its URL (starting it) or stop it")
+    p.add_argument("redis_command", choices=["url", "stop"])
+    p.set_defaults(func=cmd_redis)
+
+    p = sub.add_parser("demo", help="run the whole stack on embedded defaults and answer a batch of questions")
+    p.add_argument("--jobs", type=int, default=200)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args: Any = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AskqError as exc:
+        print(f"askq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

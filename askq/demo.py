@@ -1,0 +1,145 @@
+"""`askq demo`: the whole stack on embedded defaults, a batch of questions, a summary.
+
+Starts an embedded Redis under ./var, the simulator with a little injected trouble (rate
+limits, 5xx, a hang now and then, the primary down for a few seconds so its breaker opens),
+worker processes, submits the bundled customer-service questions, waits, prints a summary
+and stops everything it started, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import time
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from askq.stack import Stack
+from config.settings import load_settings
+from core.connection import connect
+from core.stats import read_counters
+from producers.cli import read_jobs_file
+from producers.client import Client
+
+console = Console(stderr=True)
+
+DEMO_FAULTS: dict[str, Any] = {
+    "models": {
+        "primary": {
+            "faults": [
+                {"kind": "rate_limit", "probability": 0.04, "retry_after_s": 1},
+                {"kind": "server_error", "status": 503, "probability": 0.04},
+                {"kind": "reset", "probability": 0.02},
+                # The primary goes down for a while: its breaker opens and the secondary answers.
+                {"kind": "server_error", "status": 500, "window": [4, 9]},
+            ]
+        },
+        "secondary": {"faults": [{"kind": "server_error", "probability": 0.03}]},
+    }
+}
+
+
+def questions_file() -> Path:
+    return Path(str(resources.files("askq") / "data" / "questions.jsonl"))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[str, Any]:
+    """Summary of a finished batch, from the job store and the counters it moved."""
+    views = client.store.get_many(ids)
+    raw = client.redis
+    pipe = raw.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(f"askq:job:{job_id}", "result_writes")
+    writes = [int(w or 0) for w in pipe.execute()]
+    after = read_counters(client.redis)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    states = Counter(v.state.value for v in views.values() if v is not None)
+    sources = Counter(v.result.source for v in views.values() if v is not None and v.result is not None)
+    latencies = sorted(v.result.latency_s for v in views.values() if v is not None and v.result is not None)
+    dead_reasons = Counter(v.reason.value for v in views.values() if v is not None and v.reason is not None)
+    terminal = states["succeeded"] + states["dead"]
+    return {
+        "submitted": len(ids),
+        "succeeded": states["succeeded"],
+        "dead": states["dead"],
+        "lost": len(ids) - terminal,
+        "duplicates": sum(1 for w in writes if w > 1),
+        "by_source": dict(sources),
+        "degraded": sum(1 for v in views.values() if v is not None and v.result is not None and v.result.degraded),
+        "dead_reasons": dict(dead_reasons),
+        "retries": sum(v for k, v in delta.items() if k.startswith("retries:")),
+        "fallbacks": delta.get("fallbacks", 0),
+        "breaker_opened": sum(v for k, v in delta.items() if k.startswith("breaker_opened:")),
+        "cache_hits": delta.get("cache_hits", 0),
+        "latency_p50_s": round(_percentile(latencies, 50), 3),
+        "latency_p95_s": round(_percentile(latencies, 95), 3),
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="askq demo", show_header=False)
+    for key in ("submitted", "succeeded", "dead", "lost", "duplicates", "degraded", "retries", "fallbacks",
+                "breaker_opened", "cache_hits", "latency_p50_s", "latency_p95_s"):
+        table.add_row(key, str(summary[key]))
+    for source, count in sorted(summary["by_source"].items()):
+        table.add_row(f"answered by {source}", str(count))
+    for reason, count in sorted(summary["dead_reasons"].items()):
+        table.add_row(f"dead: {reason}", str(count))
+    for key, value in summary.get("extra", {}).items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s: float = 300.0) -> int:
+    settings = load_settings()
+    items = read_jobs_file(questions_file())
+    batch = [items[i % len(items)] | {"metadata": {"n": i}} for i in range(jobs)]
+    # Stop cleanly on SIGTERM as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    configured = settings.redis_url.get_secret_value() if settings.redis_url else None
+    with Stack(settings.var_dir / "demo", redis_url=configured,
+               env={"ASKQ_BREAKER__MIN_REQUESTS": "5", "ASKQ_BREAKER__COOLDOWN_S": "3"}) as stack:
+        console.print("starting embedded redis, simulator and workers ...")
+        stack.start_redis()
+        stack.start_sim(DEMO_FAULTS, latency_s=0.3, jitter_s=0.2, seed=7)
+        for _ in range(workers):
+            stack.start_worker(concurrency=100)
+        client = Client(settings.model_copy(update={"redis_url": None}), connect(settings, stack.redis_url))
+        before = read_counters(client.redis)
+        ids: list[str] = []
+        with Progress(console=console, transient=not as_json) as progress:
+            sub = progress.add_task("submitting", total=len(batch))
+            for start in range(0, len(batch), 50):
+                ids += client.submit_many(batch[start : start + 50])
+                progress.update(sub, advance=len(batch[start : start + 50]))
+            done = progress.add_task("answering", total=len(ids))
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                views = client.store.get_many(ids)
+                finished = sum(1 for v in views.values() if v is not None and v.state.terminal)
+                progress.update(done, completed=finished)
+                if finished == len(ids):
+                    break
+                time.sleep(0.25)
+        summary = summarize(client, ids, before)
+        client.close()
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print_summary(summary)
+    return 0 if summary["lost"] == 0 else 1

@@ -1,0 +1,1 @@
+"""Settings and logging shared by every askq process."""

@@ -1,0 +1,182 @@
+"""Typed settings for every askq process: one object, read once, passed down.
+
+Values come from keyword arguments, then `ASKQ_*` environment variables, then a `.env`
+file. Nested values use `__` (``ASKQ_BREAKER__COOLDOWN_S=30``); lists such as the provider
+ladder are JSON (``ASKQ_PROVIDERS='[{"name": "openai", ...}]'``). Unknown keys are
+rejected everywhere, environment included, so a typo fails loudly instead of silently
+meaning a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "ASKQ_"
+SIM_PORT = 8700
+SIM_URL = f"http://127.0.0.1:{SIM_PORT}/v1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """Bounded retries for one provider tier: exponential backoff with full jitter."""
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    base_s: float = Field(0.2, ge=0)
+    cap_s: float = Field(2.0, ge=0)
+    # A wait (backoff or Retry-After) longer than this moves the job to the next tier.
+    budget_s: float = Field(5.0, ge=0)
+
+
+class ProviderSettings(_Strict):
+    """One OpenAI-compatible endpoint in the fallback ladder."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base_url: str
+    model: str
+    api_key: SecretStr = SecretStr("sk-askq-simulator")
+    timeout_s: float = Field(10.0, gt=0)
+    prompt: Literal["full", "short"] = "full"
+    retry: RetryPolicy = RetryPolicy()
+    # Approximate characters the model accepts; longer prompts skip this tier.
+    max_context_chars: int | None = Field(None, gt=0)
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+
+
+class BreakerSettings(_Strict):
+    """Circuit breaker shared by all workers through Redis."""
+
+    window_s: float = Field(30.0, gt=0)
+    min_requests: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    cooldown_s: float = Field(10.0, gt=0)
+    # How long the single half-open probe may run before another may be sent.
+    probe_timeout_s: float = Field(30.0, gt=0)
+
+
+def _default_providers() -> list[ProviderSettings]:
+    return [
+        ProviderSettings(name="primary", base_url=SIM_URL, model="primary", timeout_s=10.0),
+        ProviderSettings(
+            name="secondary",
+            base_url=SIM_URL,
+            model="secondary",
+            prompt="short",
+            timeout_s=10.0,
+            retry=RetryPolicy(max_attempts=2),
+        ),
+    ]
+
+
+class Settings(BaseSettings):
+    """Everything askq can be told; defaults run on the embedded Redis and the simulator."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    # Broker and job store. None means: use (or start) the embedded Redis under var_dir.
+    redis_url: SecretStr | None = None
+    var_dir: Path = Path("var")
+    queue: str = "askq"
+    # Kombu's own redelivery of unacked messages; askq's leases recover jobs much sooner.
+    visibility_timeout_s: int = Field(3600, ge=60)
+
+    providers: list[ProviderSettings] = Field(default_factory=_default_providers, min_length=1)
+    breaker: BreakerSettings = BreakerSettings()
+    rate_limit_wait_s: float = Field(2.0, ge=0)
+
+    cache_enabled: bool = True
+    cache_fast_path: bool = True
+    cache_ttl_s: int = Field(86400, ge=1)
+    prompt_version: str = "v1"
+    default_answer: str = (
+        "We could not answer your question right now. A member of our team will follow up."
+    )
+    # When every tier failed transiently: answer with the default, or retry the job later.
+    on_exhausted: Literal["default", "retry"] = "default"
+    durable_retry_base_s: float = Field(5.0, gt=0)
+    durable_retry_cap_s: float = Field(300.0, gt=0)
+    max_job_age_s: float = Field(3600.0, gt=0)
+
+    worker_concurrency: int = Field(200, ge=1, le=2000)
+    lease_s: float = Field(15.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    reaper_interval_s: float = Field(2.0, gt=0)
+    max_deliveries: int = Field(3, ge=1)
+    job_deadline_s: float = Field(120.0, gt=0)
+
+    max_question_chars: int = Field(8000, ge=1)
+    max_context_docs: int = Field(20, ge=0)
+    max_context_chars: int = Field(32000, ge=0)
+    # How long a finished job (its result, and so its idempotency key) is kept.
+    result_ttl_s: int = Field(7 * 86400, ge=1)
+    dlq_max_records: int = Field(10000, ge=1)
+    dlq_max_age_s: int = Field(30 * 86400, ge=1)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+    # Test-only hook: a question containing "[[askq:crash]]" kills its worker process.
+    chaos_hooks: bool = False
+
+    @field_validator("providers")
+    @classmethod
+    def _unique_names(cls, value: list[ProviderSettings]) -> list[ProviderSettings]:
+        names = [p.name for p in value]
+        reserved = {"cache", "default"} & set(names)
+        if reserved:
+            raise ValueError(f"provider names {sorted(reserved)} are reserved for fallback tiers")
+        if len(set(names)) != len(names):
+            raise ValueError(f"provider names must be unique, got {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _caps(self) -> Settings:
+        if self.durable_retry_cap_s >= self.visibility_timeout_s:
+            raise ValueError("durable_retry_cap_s must stay below visibility_timeout_s")
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("heartbeat_s must be shorter than lease_s so leases are renewed in time")
+        return self
+
+    def provider(self, name: str) -> ProviderSettings:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise ConfigError(f"no provider named {name!r}; configured: {[p.name for p in self.providers]}")
+
+
+def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for key in environ:
+        if not key.startswith(ENV_PREFIX):
+            continue
+        head = key[len(ENV_PREFIX):].split("__", 1)[0]
+        if head not in known:
+            unknown.append(key)
+    return sorted(unknown)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning every validation problem into one ConfigError that names the key."""
+    unknown = _unknown_env_keys(dict(os.environ))
+    if unknown:
+        raise ConfigError(f"unknown askq setting(s) in the environment: {', '.join(unknown)}")
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(f"invalid askq settings: {exc}") from exc

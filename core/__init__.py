@@ -1,0 +1,1 @@
+"""The job contract and its Redis state, shared by producers and workers."""

@@ -1,0 +1,158 @@
+"""The dead-letter queue: one record per dead job, listed, shown, replayed and purged by operators."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+from config.logging import scrub
+from config.settings import Settings
+from core import keys, message, scripts
+from core.errors import JobNotFoundError
+from core.job import DeadReason
+
+
+class DeadLetter(BaseModel):
+    """What an operator needs to decide about a dead job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    job_id: str | None
+    reason: DeadReason
+    error: str
+    payload: dict[str, Any] | None = None
+    raw: str | None = None  # the undecodable message text, for invalid payloads (truncated)
+    history: list[dict[str, Any]] = []
+    deliveries: int = 0
+    created: float | None = None
+    dead_at: float
+
+
+class DeadLetterQueue:
+    """Dead-letter records in Redis, trimmed by count and age."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._kill = client.register_script(scripts.KILL)
+        self._replay = client.register_script(scripts.REPLAY)
+
+    def kill(
+        self,
+        job_id: str | None,
+        reason: DeadReason,
+        error: str,
+        payload: dict[str, Any] | None = None,
+        raw: str | None = None,
+        history: list[dict[str, Any]] | None = None,
+        deliveries: int = 0,
+        token: str = "",
+    ) -> str:
+        """Dead-letter a job (held by `token`, or any holder when empty); returns ok, terminal or lease_lost."""
+        now = time.time()
+        record_id = job_id or uuid.uuid4().hex
+        outcome = self._write(record_id, job_id, reason, error, payload, raw, history, deliveries, token, now)
+        if outcome == "terminal" and reason is DeadReason.INVALID_PAYLOAD:
+            # A bad message naming a finished job must not touch it, but is still recorded.
+            self._write(uuid.uuid4().hex, job_id, reason, error, payload, raw, history, deliveries, "", now)
+        self.trim()
+        return outcome
+
+    def _write(
+        self,
+        record_id: str,
+        job_id: str | None,
+        reason: DeadReason,
+        error: str,
+        payload: dict[str, Any] | None,
+        raw: str | None,
+        history: list[dict[str, Any]] | None,
+        deliveries: int,
+        token: str,
+        now: float,
+    ) -> str:
+        record = DeadLetter(
+            id=record_id,
+            job_id=job_id,
+            reason=reason,
+            error=scrub(error)[:2000],
+            payload=payload,
+            raw=scrub(raw)[:4000] if raw is not None else None,
+            history=history or [],
+            deliveries=deliveries,
+            created=float(payload["created"]) if payload and "created" in payload else None,
+            dead_at=now,
+        )
+        job_key = keys.job(record_id)
+        result = self._kill(
+            keys=[job_key, keys.LEASES, keys.PENDING, keys.DLQ_INDEX, keys.dead_letter(record_id), keys.STATS],
+            args=[token, record.model_dump_json(), reason.value, record.error, now,
+                  self.settings.result_ttl_s, record_id, self.settings.dlq_max_age_s],
+        )
+        return str(result)
+
+    def trim(self) -> None:
+        """Drop records beyond the configured count and age."""
+        cutoff = time.time() - self.settings.dlq_max_age_s
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.DLQ_INDEX, "-inf", cutoff)
+        pipe.zremrangebyrank(keys.DLQ_INDEX, 0, -self.settings.dlq_max_records - 1)
+        pipe.execute()
+
+    def count(self) -> int:
+        return int(self.redis.zcard(keys.DLQ_INDEX))
+
+    def list(self, reason: DeadReason | None = None, since: float | None = None, limit: int = 100) -> list[DeadLetter]:
+        ids = self.redis.zrevrangebyscore(keys.DLQ_INDEX, "+inf", since if since is not None else "-inf")
+        found: list[DeadLetter] = []
+        for start in range(0, len(ids), 200):
+            chunk = ids[start : start + 200]
+            for raw in self.redis.mget([keys.dead_letter(i) for i in chunk]):
+                if raw is None:
+                    continue
+                record = DeadLetter.model_validate_json(raw)
+                if reason is None or record.reason is reason:
+                    found.append(record)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def show(self, record_id: str) -> DeadLetter:
+        raw = self.redis.get(keys.dead_letter(record_id))
+        if raw is None:
+            raise JobNotFoundError(f"no dead letter {record_id!r}")
+        return DeadLetter.model_validate_json(raw)
+
+    def replay(self, record_id: str) -> str:
+        """Re-enqueue a dead job with its payload and id; returns ok, not_dead, changed or no_payload."""
+        record = self.show(record_id)
+        if record.payload is None or record.job_id is None or record.job_id != record.id:
+            return "no_payload"
+        dispatch = int(self.redis.hget(keys.job(record.id), "dispatch") or 0)
+        msg = message.build(self.settings.queue, record.payload, dispatch=dispatch + 1)
+        outcome = self._replay(
+            keys=[keys.job(record.id), self.settings.queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
+            args=[dispatch, msg, time.time(), record.id, json.dumps(record.payload, separators=(",", ":")),
+                  record.created or time.time()],
+        )
+        return str(outcome)
+
+    def replay_many(self, reason: DeadReason | None = None) -> dict[str, str]:
+        return {r.id: self.replay(r.id) for r in self.list(reason=reason, limit=self.settings.dlq_max_records)}
+
+    def purge(self, reason: DeadReason | None = None) -> int:
+        records = self.list(reason=reason, limit=self.settings.dlq_max_records)
+        if not records:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for r in records:
+            pipe.delete(keys.dead_letter(r.id))
+            pipe.zrem(keys.DLQ_INDEX, r.id)
+        pipe.execute()
+        return len(records)

@@ -1,0 +1,107 @@
+"""One exception root for askq.
+
+    AskqError
+     ├── ConfigError                  settings or environment are wrong
+     ├── InvalidJobError              a job or message breaks the contract (field, problem)
+     ├── JobNotFoundError             no job with that id
+     ├── WaitTimeoutError             a job did not finish within the wait
+     ├── EmbeddedRedisError           the embedded Redis server could not be started
+     └── ProviderError                an LLM tier gave no usable answer (provider, error_class)
+          ├── TransientProviderError  retrying may help: 429, 408, 5xx, timeout, reset, bad body
+          │    └── RateLimitedError   the provider asked to wait retry_after_s
+          ├── TierSkippedError        breaker open or rate limit reached: not even tried
+          └── PermanentProviderError  retrying will not help: 400, 401/403, 404, content policy
+               ├── ContextTooLongError  a tier whose model accepts longer prompts may answer
+               └── BadAnswerError       truncated (finish_reason=length) or empty answer
+
+Every exception pickles (Celery may store them), so extra attributes travel in args.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AskqError(Exception):
+    """Root of every error askq raises on purpose."""
+
+
+class ConfigError(AskqError):
+    """Settings or environment are wrong."""
+
+
+class InvalidJobError(AskqError):
+    """A job or queue message breaks the contract."""
+
+
+class JobNotFoundError(AskqError):
+    """No job with that id exists."""
+
+
+class WaitTimeoutError(AskqError):
+    """A job did not reach a terminal state within the wait."""
+
+
+class EmbeddedRedisError(AskqError):
+    """The embedded Redis server could not be started."""
+
+
+class ProviderError(AskqError):
+    """An LLM tier gave no usable answer."""
+
+    error_class = "provider_error"
+
+    def __init__(self, message: str, provider: str = "", status: int | None = None) -> None:
+        super().__init__(message, provider, status)
+        self.message = message
+        self.provider = provider
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.args)
+
+
+class TransientProviderError(ProviderError):
+    """Retrying may help: rate limit, timeout, 5xx, connection reset, malformed body."""
+
+    error_class = "transient"
+
+
+class RateLimitedError(TransientProviderError):
+    """The provider answered 429 and may have said how long to wait."""
+
+    error_class = "rate_limited"
+
+    def __init__(
+        self, message: str, provider: str = "", status: int | None = 429, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, provider, status)
+        self.args = (message, provider, status, retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class TierSkippedError(ProviderError):
+    """The tier was not tried: its breaker is open or its rate limit is reached."""
+
+    error_class = "skipped"
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying will not help: bad request, auth, unknown model, content policy."""
+
+    error_class = "permanent"
+
+
+class ContextTooLongError(PermanentProviderError):
+    """The prompt is longer than this tier's model accepts."""
+
+    error_class = "context_too_long"
+
+
+class BadAnswerError(PermanentProviderError):
+    """The answer was truncated (finish_reason=length) or empty."""
+
+    error_class = "bad_answer"

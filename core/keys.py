@@ -1,0 +1,83 @@
+"""Every Redis key askq uses, in one place: the whole schema on one screen.
+
+Kombu owns the broker keys (the queue list named by `Settings.queue`, `unacked`,
+`unacked_index`, `_kombu.binding.*`); everything below is askq's own.
+"""
+
+from __future__ import annotations
+
+PREFIX = "askq"
+
+
+# HASH per job — owner: store (producers create, workers advance). Fields: state, payload,
+# created, updated, dispatch (enqueue sequence), delivery (deliveries for the poison cap),
+# lease, lease_until, worker, started, result, source, degraded, result_writes, upgrades,
+# reason, error. The job id of an idempotency key is derived from the key, so this hash is
+# also the idempotency record. TTL: result_ttl_s once terminal.
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+# ZSET job id -> lease expiry (epoch s) of running jobs — owner: workers (lease), reaper. No TTL.
+LEASES = f"{PREFIX}:leases"
+
+# ZSET job id -> due time (epoch s) of jobs waiting for a durable retry — owner: workers, reaper.
+RETRIES = f"{PREFIX}:retries"
+
+# ZSET job id -> created time of every job not yet terminal — owner: store. Lets `lost` be counted.
+PENDING = f"{PREFIX}:pending"
+
+# ZSET dead-letter id -> dead time — owner: deadletter. Trimmed by count and age.
+DLQ_INDEX = f"{PREFIX}:dlq"
+
+
+# STRING (JSON) dead-letter record — owner: deadletter. TTL: dlq_max_age_s.
+def dead_letter(dlq_id: str) -> str:
+    return f"{PREFIX}:dlq:{dlq_id}"
+
+
+# ZSET worker name -> last heartbeat (epoch s) — owner: workers (heartbeat). No TTL; dead kept 1 h.
+WORKERS = f"{PREFIX}:workers"
+
+
+# HASH worker details (pid, host, started, inflight, progress) — owner: heartbeat. TTL: 1 h.
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+# STRING lock holder of the reaper duty — owner: reaper. TTL: a few reaper intervals.
+REAPER_LOCK = f"{PREFIX}:reaper:lock"
+
+
+# HASH breaker state per provider: state, opened_at, probe_until — owner: breaker. No TTL.
+def breaker(provider: str) -> str:
+    return f"{PREFIX}:breaker:{provider}"
+
+
+# HASH per-second buckets {sec:ok, sec:fail} of a provider's recent calls — owner: breaker. TTL: window.
+def breaker_window(provider: str) -> str:
+    return f"{PREFIX}:breaker:{provider}:window"
+
+
+# ZSET of request times in the last minute per provider — owner: ratelimit. TTL: 2 min.
+def rate_requests(provider: str) -> str:
+    return f"{PREFIX}:rate:{provider}:requests"
+
+
+# STRING tokens spent per provider per minute — owner: ratelimit. TTL: 2 min.
+def rate_tokens(provider: str, minute: int) -> str:
+    return f"{PREFIX}:rate:{provider}:tokens:{minute}"
+
+
+# STRING (JSON) cached answer — owner: cache. TTL: cache_ttl_s.
+def cache(digest: str) -> str:
+    return f"{PREFIX}:cache:{digest}"
+
+
+# HASH named counters (attempts, retries, fallbacks, ...) — owner: stats. No TTL.
+STATS = f"{PREFIX}:stats"
+
+
+# HASH per 10 s bucket of outcome counters for health — owner: stats. TTL: 1 h.
+def health_bucket(bucket: int) -> str:
+    return f"{PREFIX}:health:{bucket}"

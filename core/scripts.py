@@ -1,0 +1,133 @@
+"""Lua scripts that move a job between states atomically.
+
+Each transition checks what it expects (state, dispatch number, lease token) and does
+nothing otherwise, so redelivered, replayed, reclaimed or late work can never write twice.
+"""
+
+from __future__ import annotations
+
+# KEYS: job, pending, queue, stats   ARGV: payload, message, now, job_id
+# Creates the job and enqueues its first message in one step; an existing job is left alone.
+SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'payload', ARGV[1], 'created', ARGV[3],
+           'updated', ARGV[3], 'dispatch', 1, 'delivery', 1)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'submitted', 1)
+return 1
+"""
+
+# KEYS: job, leases   ARGV: dispatch, token, worker, now, lease_until, job_id
+# Returns ok | missing | terminal | stale | busy.
+CLAIM = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until')
+local state = h[1]
+if not state then return 'missing' end
+if state == 'succeeded' or state == 'dead' then return 'terminal' end
+if tonumber(h[2]) ~= tonumber(ARGV[1]) or state == 'retrying' then return 'stale' end
+if state == 'running' and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return 'busy' end
+redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[2], 'lease_until', ARGV[5],
+           'worker', ARGV[3], 'updated', ARGV[4], 'started', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
+return 'ok'
+"""
+
+# KEYS: job, leases, pending, stats   ARGV: token, result, source, degraded, now, ttl, job_id
+# Returns ok | upgraded | exists | dead | lease_lost | missing.
+FINISH = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'degraded')
+local state = h[1]
+if not state then return 'missing' end
+if state == 'succeeded' then
+  if h[3] == '1' and ARGV[4] == '0' then
+    redis.call('HSET', KEYS[1], 'result', ARGV[2], 'source', ARGV[3], 'degraded', 0, 'updated', ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 'upgrades', 1)
+    redis.call('HINCRBY', KEYS[4], 'upgraded', 1)
+    return 'upgraded'
+  end
+  return 'exists'
+end
+if state == 'dead' then return 'dead' end
+if state ~= 'running' or h[2] ~= ARGV[1] then return 'lease_lost' end
+redis.call('HSET', KEYS[1], 'state', 'succeeded', 'result', ARGV[2], 'source', ARGV[3],
+           'degraded', ARGV[4], 'updated', ARGV[5], 'lease', '')
+redis.call('HINCRBY', KEYS[1], 'result_writes', 1)
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZREM', KEYS[3], ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
+redis.call('HINCRBY', KEYS[4], 'source:' .. ARGV[3], 1)
+return 'ok'
+"""
+
+# KEYS: job, leases, pending, dlq_index, dlq_record, stats
+# ARGV: token ('' = any holder), record, reason, error, now, ttl, job_id, dlq_ttl
+# Dead-letters a job the caller holds (or any non-terminal job when token is '').
+KILL = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease')
+local state = h[1]
+if state == 'succeeded' or state == 'dead' then return 'terminal' end
+if ARGV[1] ~= '' and (state ~= 'running' or h[2] ~= ARGV[1]) then return 'lease_lost' end
+if state then
+  redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[3], 'error', ARGV[4],
+             'updated', ARGV[5], 'lease', '')
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZREM', KEYS[3], ARGV[7])
+redis.call('SET', KEYS[5], ARGV[2], 'EX', ARGV[8])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+redis.call('HINCRBY', KEYS[6], 'dead', 1)
+redis.call('HINCRBY', KEYS[6], 'dead:' .. ARGV[3], 1)
+return 'ok'
+"""
+
+# KEYS: job, leases, queue, retries   ARGV: expected dispatch, message, now, job_id, new delivery,
+#   expected state ('running' with an expired lease, or 'retrying' when due)
+# Re-enqueues a job whose lease expired or whose durable retry is due; bumps dispatch.
+REQUEUE = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until')
+if h[1] ~= ARGV[6] or tonumber(h[2]) ~= tonumber(ARGV[1]) then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  if h[1] ~= 'retrying' then redis.call('ZREM', KEYS[4], ARGV[4]) end
+  return 'changed'
+end
+if h[1] == 'running' and tonumber(h[3] or '0') > tonumber(ARGV[3]) then return 'alive' end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1,
+           'delivery', ARGV[5], 'updated', ARGV[3], 'lease', '')
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+return 'ok'
+"""
+
+# KEYS: job, leases, retries   ARGV: token, due, now, job_id, error
+# Parks a job the caller holds until a durable retry is due, freeing the worker slot.
+DEFER = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease')
+if h[1] ~= 'running' or h[2] ~= ARGV[1] then return 'lease_lost' end
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'lease', '', 'updated', ARGV[3], 'error', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'retries', 1)
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+return 'ok'
+"""
+
+# KEYS: job, queue, pending, dlq_record, dlq_index
+# ARGV: expected dispatch, message (carrying dispatch + 1), now, job_id, payload, created
+# Puts a dead job back on the queue; one that is no longer dead (already replayed) is left alone.
+REPLAY = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
+if h[1] and h[1] ~= 'dead' then return 'not_dead' end
+if tonumber(h[2] or '0') ~= tonumber(ARGV[1]) then return 'changed' end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1, 'delivery', 1,
+           'updated', ARGV[3], 'reason', '', 'payload', ARGV[5])
+redis.call('HSETNX', KEYS[1], 'created', ARGV[6])
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
+redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[4])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 'ok'
+"""

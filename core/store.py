@@ -1,0 +1,100 @@
+"""The job store: create jobs and their first message, read and wait for them (synchronous)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from core import keys, message, scripts
+from core.errors import JobNotFoundError, WaitTimeoutError
+from core.job import DeadReason, JobSpec, JobState, JobView, Result, check_limits
+
+
+class JobStore:
+    """Producer-side access to jobs in Redis; every write is one atomic script call."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._submit = client.register_script(scripts.SUBMIT)
+
+    def _submit_args(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
+        check_limits(
+            spec, self.settings.max_question_chars, self.settings.max_context_docs, self.settings.max_context_chars
+        )
+        payload = spec.model_dump(mode="json")
+        msg = message.build(self.settings.queue, payload, dispatch=1)
+        job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]
+        return job_keys, [json.dumps(payload, separators=(",", ":")), msg, time.time(), spec.id]
+
+    def submit(self, spec: JobSpec) -> bool:
+        """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
+        job_keys, args = self._submit_args(spec)
+        return bool(self._submit(keys=job_keys, args=args))
+
+    def submit_many(self, specs: Sequence[JobSpec], chunk: int = 500) -> list[bool]:
+        """Store and enqueue many jobs, pipelining the writes; one bool per job as in submit()."""
+        created: list[bool] = []
+        for start in range(0, len(specs), chunk):
+            batch = [self._submit_args(spec) for spec in specs[start : start + chunk]]
+            pipe = self.redis.pipeline(transaction=False)
+            for job_keys, args in batch:
+                self._submit(keys=job_keys, args=args, client=pipe)
+            created.extend(bool(r) for r in pipe.execute())
+        return created
+
+    def get(self, job_id: str) -> JobView:
+        fields = self.redis.hgetall(keys.job(job_id))
+        if not fields:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return view_from_hash(job_id, fields)
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, JobView | None]:
+        ids = list(job_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(keys.job(job_id))
+        return {
+            job_id: view_from_hash(job_id, fields) if fields else None
+            for job_id, fields in zip(ids, pipe.execute(), strict=True)
+        }
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.05) -> JobView:
+        """Block until the job is terminal; WaitTimeoutError after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        delay = poll_s
+        while True:
+            view = self.get(job_id)
+            if view.state.terminal:
+                return view
+            if time.monotonic() >= deadline:
+                raise WaitTimeoutError(f"job {job_id} still {view.state} after {timeout_s}s")
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 1.0)
+
+    def pending_count(self) -> int:
+        return int(self.redis.zcard(keys.PENDING))
+
+
+def view_from_hash(job_id: str, fields: dict[str, str]) -> JobView:
+    """Turn a job hash into the reader's view."""
+    payload = json.loads(fields.get("payload") or "{}")
+    result = Result.model_validate_json(fields["result"]) if fields.get("result") else None
+    reason = fields.get("reason") or None
+    return JobView(
+        id=job_id,
+        state=JobState(fields.get("state", "queued")),
+        question=str(payload.get("question", "")),
+        created=float(fields.get("created") or payload.get("created") or 0),
+        updated=float(fields["updated"]) if fields.get("updated") else None,
+        delivery=int(fields.get("delivery") or 0),
+        attempts=result.attempts if result else 0,
+        result=result,
+        reason=DeadReason(reason) if reason else None,
+        error=fields.get("error") or None,
+    )

@@ -1,0 +1,1 @@
+"""Ways to put jobs in: the Python client, the askq CLI commands and the HTTP API."""

@@ -1,0 +1,195 @@
+"""The producer and operator commands of the askq CLI: submit, status, wait, dlq, stats, workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from core.errors import InvalidJobError
+from core.job import DeadReason, JobView
+from core.liveness import list_workers
+from core.stats import read_counters
+from producers.client import Client
+
+console = Console(stderr=True)
+
+
+def _print_view(view: JobView) -> None:
+    print(view.model_dump_json(indent=2))
+
+
+def read_jobs_file(path: Path) -> list[dict[str, Any]]:
+    """Jobs from a JSONL file (one object with at least "question" per line), checked line by line."""
+    jobs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise InvalidJobError(f"{path}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(item, dict) or "question" not in item:
+            raise InvalidJobError(f'{path}:{number}: expected an object with a "question" field')
+        allowed = {"question", "context", "idempotency_key", "metadata"}
+        extra = set(item) - allowed
+        if extra:
+            raise InvalidJobError(f"{path}:{number}: unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+        jobs.append(item)
+    return jobs
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = Client()
+    if args.file:
+        jobs = read_jobs_file(Path(args.file))
+        ids: list[str] = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("submitting", total=len(jobs))
+            for start in range(0, len(jobs), 500):
+                ids += client.submit_many(jobs[start : start + 500], derive_key=args.derive_key)
+                progress.update(task, advance=len(jobs[start : start + 500]))
+        for job_id in ids:
+            print(job_id)
+        console.print(f"submitted {len(ids)} jobs")
+        return 0
+    if not args.question:
+        raise InvalidJobError('give a question, or --file questions.jsonl')
+    metadata = json.loads(args.metadata) if args.metadata else None
+    job_id = client.submit(args.question, context=args.context, idempotency_key=args.key,
+                           metadata=metadata, derive_key=args.derive_key)
+    print(job_id)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_view(Client().get(args.job_id))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    view = Client().wait(args.job_id, timeout=args.timeout)
+    _print_view(view)
+    return 0 if view.state == "succeeded" else 1
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    client = Client()
+    reason = DeadReason(args.reason) if getattr(args, "reason", None) else None
+    if args.dlq_command == "list":
+        since = time.time() - args.since if args.since is not None else None
+        records = client.dead_letters(reason=reason, since=since, limit=args.limit)
+        table = Table("id", "reason", "dead at", "deliveries", "error")
+        for r in records:
+            table.add_row(r.id, r.reason.value, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.dead_at)),
+                          str(r.deliveries), r.error[:80])
+        Console().print(table)
+        return 0
+    if args.dlq_command == "show":
+        print(client.dead_letter(args.id).model_dump_json(indent=2))
+        return 0
+    if args.dlq_command == "replay":
+        if args.id:
+            outcomes = {args.id: client.replay(args.id)}
+        elif args.all or reason:
+            outcomes = client.replay_all(reason)
+        else:
+            raise InvalidJobError("give a dead-letter ID, --all or --reason R")
+        for record_id, outcome in outcomes.items():
+            print(f"{record_id}\t{outcome}")
+        return 0
+    if args.dlq_command == "purge":
+        count = len(client.dead_letters(reason=reason, limit=client.settings.dlq_max_records))
+        if not args.yes:
+            if not sys.stdin.isatty():
+                console.print("refusing to purge without --yes (no terminal to ask)")
+                return 2
+            answer = input(f"purge {count} dead letters? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                return 1
+        print(client.purge_dead_letters(reason))
+        return 0
+    return 2
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    client = Client()
+    counters = read_counters(client.redis)
+    if args.json:
+        print(json.dumps(counters, sort_keys=True))
+        return 0
+    table = Table("counter", "value", title="askq stats")
+    for name in sorted(counters):
+        table.add_row(name, str(counters[name]))
+    table.add_row("pending jobs", str(client.store.pending_count()))
+    table.add_row("dead letters", str(client.dlq.count()))
+    Console().print(table)
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    client = Client()
+    workers = list_workers(client.redis, client.settings)
+    if args.json:
+        print(json.dumps([w.model_dump() for w in workers]))
+        return 0
+    table = Table("worker", "state", "heartbeat age (s)", "in flight", "completed", "oldest job (s)")
+    for w in workers:
+        table.add_row(w.name, w.state, f"{w.heartbeat_age_s:.1f}", str(w.inflight), str(w.completed),
+                      f"{w.oldest_job_s:.1f}")
+    Console().print(table)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the producer and operator commands to the askq argument parser."""
+    p = sub.add_parser("submit", help="enqueue a question (or a JSONL file of them)")
+    p.add_argument("question", nargs="?")
+    p.add_argument("--file", help="JSONL file: one {\"question\": ..., \"context\": [...]} per line")
+    p.add_argument("--context", action="append", help="a context document (repeatable)")
+    p.add_argument("--key", help="idempotency key: the same key always gives the same job")
+    p.add_argument("--derive-key", action="store_true", help="derive the idempotency key from the content")
+    p.add_argument("--metadata", help="JSON object of metadata")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="show a job")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("wait", help="wait for a job to finish and show it")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("dlq", help="dead-letter queue: list, show, replay, purge")
+    dsub = p.add_subparsers(dest="dlq_command", required=True)
+    reasons = [r.value for r in DeadReason]
+    q = dsub.add_parser("list")
+    q.add_argument("--reason", choices=reasons)
+    q.add_argument("--since", type=float, help="only records from the last SINCE seconds")
+    q.add_argument("--limit", type=int, default=100)
+    q = dsub.add_parser("show")
+    q.add_argument("id")
+    q = dsub.add_parser("replay")
+    q.add_argument("id", nargs="?")
+    q.add_argument("--all", action="store_true")
+    q.add_argument("--reason", choices=reasons)
+    q = dsub.add_parser("purge")
+    q.add_argument("--reason", choices=reasons)
+    q.add_argument("--yes", action="store_true", help="do not ask")
+    p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("stats", help="counters: attempts, retries, fallbacks, breaker, cache")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("workers", help="every worker with its heartbeat age and state")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workers)

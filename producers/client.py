@@ -1,0 +1,95 @@
+"""The Python client other services use to submit jobs and read results (no worker code needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+
+from config.settings import Settings, load_settings
+from core.connection import connect
+from core.deadletter import DeadLetter, DeadLetterQueue
+from core.job import DeadReason, JobSpec, JobView
+from core.store import JobStore
+
+
+def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:
+    """A key derived from the content, so the same question (and context) is answered once."""
+    material = json.dumps([question, list(context)], separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+class Client:
+    """Submit question jobs, wait for answers, and manage dead letters, straight on the broker."""
+
+    def __init__(self, settings: Settings | None = None, redis_client: redis.Redis | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.redis = redis_client or connect(self.settings)
+        self.store = JobStore(self.redis, self.settings)
+        self.dlq = DeadLetterQueue(self.redis, self.settings)
+
+    def spec(
+        self,
+        question: str,
+        context: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        derive_key: bool = False,
+    ) -> JobSpec:
+        """Validate a job without submitting it (InvalidJobError names the bad field)."""
+        if derive_key and idempotency_key is None:
+            idempotency_key = derive_idempotency_key(question, context or ())
+        return JobSpec.new(question, list(context or []), idempotency_key, metadata)
+
+    def submit(
+        self,
+        question: str,
+        context: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        derive_key: bool = False,
+    ) -> str:
+        """Enqueue one job and return its id; the same idempotency key always returns the same id."""
+        spec = self.spec(question, context, idempotency_key, metadata, derive_key)
+        self.store.submit(spec)
+        return spec.id
+
+    def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]:
+        """Enqueue many jobs (dicts with question, context, idempotency_key, metadata), pipelined.
+
+        Every job is validated before any is enqueued, so one bad job enqueues nothing.
+        """
+        specs = [self.spec(derive_key=derive_key, **job) for job in jobs]
+        self.store.submit_many(specs)
+        return [s.id for s in specs]
+
+    def get(self, job_id: str) -> JobView:
+        return self.store.get(job_id)
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> JobView:
+        """Block until the job succeeded or is dead; WaitTimeoutError after timeout seconds."""
+        return self.store.wait(job_id, timeout)
+
+    def dead_letters(
+        self, reason: DeadReason | None = None, since: float | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        return self.dlq.list(reason=reason, since=since, limit=limit)
+
+    def dead_letter(self, record_id: str) -> DeadLetter:
+        return self.dlq.show(record_id)
+
+    def replay(self, record_id: str) -> str:
+        """Re-enqueue a dead job; replaying the same record twice runs it once."""
+        return self.dlq.replay(record_id)
+
+    def replay_all(self, reason: DeadReason | None = None) -> dict[str, str]:
+        return self.dlq.replay_many(reason)
+
+    def purge_dead_letters(self, reason: DeadReason | None = None) -> int:
+        return self.dlq.purge(reason)
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,362 @@
+"""Tests of the LLM simulator, driven through the real openai SDK and langchain-openai clients."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from aiohttp import web
+from langchain_openai import ChatOpenAI
+
+from sim import SimConfig, answer_for, count_tokens, start
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Sim:
+    """Handle on a simulator running in a background event loop, with control helpers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(start(SimConfig(), "127.0.0.1", 0), self.loop)
+        self.runner: web.AppRunner
+        self.runner, self.port = future.result(timeout=10)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        self.http = httpx.Client(base_url=self.url, timeout=5)
+
+    def close(self) -> None:
+        """Stop the server and its loop."""
+        self.http.close()
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Replace the fault config and restart the stats and window clock."""
+        r = self.http.put("/_sim/faults", json=config)
+        assert r.status_code == 200, r.text
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        """Return the server's counters."""
+        data: dict[str, Any] = self.http.get("/_sim/stats").json()
+        return data
+
+    def client(self, timeout: float = 5.0, api_key: str = "sk-test") -> openai.OpenAI:
+        """Return an openai client with retries off, so each fault surfaces as raised."""
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Sim]:
+    """Run one simulator for the whole module; tests reconfigure it."""
+    sim = Sim()
+    yield sim
+    sim.close()
+
+
+@pytest.fixture
+def sim(server: Sim) -> Sim:
+    """Give each test a simulator with no faults, no latency and fresh stats."""
+    server.configure({})
+    return server
+
+
+def ask(client: openai.OpenAI, question: str, model: str = "primary") -> Any:
+    """Send one chat completion with `question` as the user message."""
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}])
+
+
+def test_answer_is_deterministic(sim: Sim) -> None:
+    client = sim.client()
+    first = ask(client, "What is a queue?")
+    second = ask(client, "What is a queue?")
+    expected = answer_for("What is a queue?", "primary")
+    assert first.choices[0].message.content == expected == second.choices[0].message.content
+    assert first.choices[0].finish_reason == "stop"
+    assert first.model == "primary"
+    assert first.usage is not None
+    assert first.usage.completion_tokens == count_tokens(expected) > 20
+    assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    assert answer_for("What is a queue?", "other") != expected
+    assert answer_for("Another question", "primary") != expected
+
+
+def test_question_is_last_user_message(sim: Sim) -> None:
+    messages: Any = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "first"}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "second"},
+    ]
+    reply = sim.client().chat.completions.create(model="m", messages=messages)
+    assert reply.choices[0].message.content == answer_for("second", "m")
+
+
+def test_langchain_happy_path(sim: Sim) -> None:
+    llm = ChatOpenAI(base_url=sim.base_url, api_key="sk-test", model="primary", max_retries=0, timeout=5)
+    reply = llm.invoke("Hello from langchain")
+    assert reply.content == answer_for("Hello from langchain", "primary")
+
+
+def test_models_lists_configured_and_seen(sim: Sim) -> None:
+    sim.configure({"models": {"configured-model": {}}})
+    client = sim.client()
+    ask(client, "hi", model="asked-model")
+    ids = {m.id for m in client.models.list()}
+    assert {"configured-model", "asked-model"} <= ids
+
+
+def test_rate_limit_carries_retry_after(sim: Sim) -> None:
+    sim.configure({"faults": [{"kind": "rate_limit", "retry_after_s": 2.5}]})
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(sim.client(), "q")
+    assert info.value.response.headers["retry-after"] == "3"  # whole seconds, rounded up
+    assert info.value.response.headers["retry-after-ms"] == "2500"
+    assert info.value.code == "rate_limit_exceeded"
+    assert info.value.type == "rate_limit_error"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors(sim: Sim, status: int) -> None:
+    fault: dict[str, Any] = {"kind": "server_error"}
+    if status != 500:
+        fault["status"] = status
+    sim.configure({"faults": [fault]})
+    with pytest.raises(openai.InternalServerError) as info:
+        ask(sim.client(), "q")
+    assert info.value.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("kind", "exc", "status", "code"),
+    [
+        ("auth", openai.AuthenticationError, 401, "invalid_api_key"),
+        ("forbidden", openai.PermissionDeniedError, 403, "permission_denied"),
+        ("not_found", openai.NotFoundError, 404, "model_not_found"),
+        ("bad_request", openai.BadRequestError, 400, "invalid_request"),
+        ("content_policy", openai.BadRequestError, 400, "content_filter"),
+        ("context_length", openai.BadRequestError, 400, "context_length_exceeded"),
+        # The SDK has no class of its own for 408; it raises the base status error.
+        ("timeout", openai.APIStatusError, 408, "request_timeout"),
+    ],
+)
+def test_error_faults(sim: Sim, kind: str, exc: type[openai.APIStatusError], status: int, code: str) -> None:
+    sim.configure({"models": {"primary": {"faults": [{"kind": kind}]}}})
+    with pytest.raises(exc) as info:
+        ask(sim.client(), "q")
+    assert info.value.status_code == status
+    assert info.value.code == code
+    # The fault is per model: another model still answers.
+    assert ask(sim.client(), "q", model="secondary").choices[0].message.content
+
+
+def test_hang_times_out_without_blocking_others(sim: Sim) -> None:
+    sim.configure({"models": {"slow": {"faults": [{"kind": "hang", "hang_s": 3}]}}})
+    began = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(ask, sim.client(timeout=0.5), "q", "slow")
+        time.sleep(0.1)
+        # The hang is an asyncio sleep: other requests are served meanwhile.
+        quick = time.monotonic()
+        assert ask(sim.client(), "q", model="fast").choices[0].message.content
+        assert time.monotonic() - quick < 1.0
+        with pytest.raises(openai.APITimeoutError):
+            hung.result()
+    assert time.monotonic() - began < 2.5
+    # The client hanging up cancels the server's handler rather than leaving it asleep.
+    deadline = time.monotonic() + 1.0
+    while sim.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.stats()["in_flight"] == 0
+
+
+def test_reset_is_a_connection_error(sim: Sim) -> None:
+    sim.configure({"faults": [{"kind": "reset"}]})
+    with pytest.raises(openai.APIConnectionError) as info:
+        ask(sim.client(), "q")
+    assert not isinstance(info.value, openai.APITimeoutError)
+
+
+def test_malformed_body_escapes_the_sdk_as_json_error(sim: Sim) -> None:
+    # The openai SDK parses a 200 application/json body with response.json()
+    # and does not wrap the failure: callers see a bare json.JSONDecodeError
+    # (a ValueError), not an openai.APIError.
+    sim.configure({"faults": [{"kind": "malformed"}]})
+    with pytest.raises(json.JSONDecodeError):
+        ask(sim.client(), "q")
+
+
+def test_truncated_and_empty(sim: Sim) -> None:
+    client = sim.client()
+    truncated = ask(client, "q [[sim:truncated]]")
+    full = answer_for("q [[sim:truncated]]", "primary")
+    assert truncated.choices[0].finish_reason == "length"
+    content = truncated.choices[0].message.content
+    assert content and full.startswith(content) and len(content) < len(full)
+    empty = ask(client, "q [[sim:empty]]")
+    assert empty.choices[0].message.content == ""
+    assert empty.choices[0].finish_reason == "stop"
+
+
+def test_context_length_limit(sim: Sim) -> None:
+    sim.configure({"models": {"primary": {"max_context_chars": 50}}})
+    client = sim.client()
+    assert ask(client, "short").choices[0].message.content == answer_for("short", "primary")
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, "x" * 51)
+    assert info.value.code == "context_length_exceeded"
+
+
+def test_window_faults_fire_only_inside_window(sim: Sim) -> None:
+    sim.configure(
+        {
+            "faults": [
+                {"kind": "server_error", "window": [0, 0.5]},
+                {"kind": "rate_limit", "window": [0.5, 1.0]},
+            ]
+        }
+    )
+    client = sim.client()
+    began = time.monotonic()
+    with pytest.raises(openai.InternalServerError):
+        ask(client, "q")
+    time.sleep(max(0.0, 0.55 - (time.monotonic() - began)))
+    with pytest.raises(openai.RateLimitError):
+        ask(client, "q")
+    time.sleep(max(0.0, 1.05 - (time.monotonic() - began)))
+    assert ask(client, "q").choices[0].finish_reason == "stop"
+
+
+def _rate_limited_count(sim: Sim, n: int) -> list[bool]:
+    client = sim.client()
+    outcomes = []
+    for i in range(n):
+        try:
+            ask(client, f"q{i}")
+            outcomes.append(False)
+        except openai.RateLimitError:
+            outcomes.append(True)
+    return outcomes
+
+
+def test_probability_faults_are_seeded(sim: Sim) -> None:
+    config = {"seed": 7, "faults": [{"kind": "rate_limit", "probability": 0.3}]}
+    sim.configure(config)
+    first = _rate_limited_count(sim, 200)
+    assert 30 <= sum(first) <= 90
+    assert sim.stats()["responses"]["primary"]["rate_limit"] == sum(first)
+    sim.configure(config)  # re-seeds the fault draws
+    assert _rate_limited_count(sim, 200) == first
+
+
+def test_markers_force_faults(sim: Sim) -> None:
+    client = sim.client()
+    with pytest.raises(openai.InternalServerError):
+        ask(client, "boom [[sim:server_error]]", model="a")
+    with pytest.raises(openai.InternalServerError):
+        ask(client, "boom [[sim:server_error]]", model="b")
+    with pytest.raises(openai.RateLimitError):
+        ask(client, "only a [[sim:rate_limit@a]]", model="a")
+    reply = ask(client, "only a [[sim:rate_limit@a]]", model="b")
+    assert reply.choices[0].message.content == answer_for("only a [[sim:rate_limit@a]]", "b")
+
+
+def test_require_key(sim: Sim) -> None:
+    sim.configure({"require_key": "sekrit-key"})
+    with pytest.raises(openai.AuthenticationError) as info:
+        ask(sim.client(api_key="wrong"), "q")
+    assert "sekrit-key" not in info.value.response.text
+    assert ask(sim.client(api_key="sekrit-key"), "q").choices[0].message.content
+    shown = sim.http.get("/_sim/faults").text
+    assert "sekrit-key" not in shown
+    assert sim.stats()["responses"]["primary"] == {"unauthorized": 1, "ok": 1}
+
+
+def test_stats_count_requests_per_model(sim: Sim) -> None:
+    client = sim.client()
+    for _ in range(3):
+        ask(client, "q", model="a")
+    with pytest.raises(openai.RateLimitError):
+        ask(client, "q [[sim:rate_limit]]", model="b")
+    stats = sim.stats()
+    assert stats["requests"] == {"a": 3, "b": 1}
+    assert stats["responses"] == {"a": {"ok": 3}, "b": {"rate_limit": 1}}
+    assert len(stats["arrivals"]["a"]) == 3
+    assert stats["arrivals"]["a"] == sorted(stats["arrivals"]["a"])
+    assert stats["in_flight"] == 0 and stats["max_in_flight"] >= 1
+    sim.http.post("/_sim/reset").raise_for_status()
+    assert sim.stats()["total_requests"] == 0
+
+
+def test_model_latency_overrides_global(sim: Sim) -> None:
+    sim.configure({"latency_s": 0.0, "models": {"slow": {"latency_s": 0.4}}})
+    client = sim.client()
+    began = time.monotonic()
+    ask(client, "q", model="fast")
+    assert time.monotonic() - began < 0.35
+    began = time.monotonic()
+    ask(client, "q", model="slow")
+    assert time.monotonic() - began >= 0.4
+
+
+def test_stream_is_rejected(sim: Sim) -> None:
+    with pytest.raises(openai.BadRequestError):
+        sim.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "q"}], stream=True
+        )
+
+
+def test_invalid_config_is_422(sim: Sim) -> None:
+    r = sim.http.put("/_sim/faults", json={"faults": [{"kind": "meteor"}]})
+    assert r.status_code == 422
+    assert "faults.0.kind" in r.text
+    r = sim.http.put("/_sim/faults", json={"latency": 1})
+    assert r.status_code == 422 and "latency" in r.text
+    r = sim.http.put("/_sim/faults", json={"faults": [{"kind": "rate_limit", "status": 503}]})
+    assert r.status_code == 422
+
+
+def test_command_line_entry_point() -> None:
+    config = json.dumps({"faults": [{"kind": "rate_limit", "probability": 0.0}]})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "sim", "--port", "0", "--latency", "0", "--seed", "1", "--faults", config]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("sim listening on http://127.0.0.1:") and line.endswith("/v1")
+        base_url = line.removeprefix("sim listening on ")
+        client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0, timeout=5)
+        assert ask(client, "cli").choices[0].message.content == answer_for("cli", "primary")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "sim", "--port", "0", "--faults", '{"nope": 1}'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=10,
+    )
+    assert bad.returncode == 2
+    assert "nope" in bad.stderr

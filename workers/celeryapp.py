@@ -1,0 +1,48 @@
+"""The Celery application: JSON only, late acks, one message at a time per slot, thread pool."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config.settings import Settings, load_settings
+from core.connection import redis_url
+from core.message import TASK_NAME
+
+
+def create_app(settings: Settings) -> Celery:
+    """Build the Celery app for these settings (broker, pool, reliability switches)."""
+    app = Celery("askq", broker=redis_url(settings), include=["workers.tasks", "workers.signals"])
+    app.conf.update(
+        # Only JSON crosses the wire: pickle (or anything else) is refused before decoding.
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        result_accept_content=["json"],
+        # The job store holds answers; Celery's result backend is not used.
+        task_ignore_result=True,
+        result_backend=None,
+        # Ack after the job ran; a worker lost mid-job leaves its message to be redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # LLM calls are slow I/O: threads park on the shared event loop (see workers/runtime.py).
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_consumer="workers.consumer:Consumer",
+        task_default_queue=settings.queue,
+        task_routes={TASK_NAME: {"queue": settings.queue}},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        # structlog writes its own lines; Celery must not wrap them as WARNING/MainProcess.
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+app = create_app(load_settings())

@@ -1,0 +1,121 @@
+"""Answering one job: claim it, walk the ladder, store exactly one result (or dead-letter it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from collections import Counter
+
+import redis
+import structlog
+
+from core import keys
+from core.job import DeadReason, JobSpec, Result
+from workers.ladder import LadderResult
+from workers.runtime import Runtime
+
+log = structlog.get_logger("askq.job")
+
+CRASH_MARKER = "[[askq:crash]]"
+
+
+async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> str:
+    """Run one delivery of a job; returns what happened (claimed outcome or the finish outcome)."""
+    structlog.contextvars.bind_contextvars(job_id=spec.id, task_id=task_id, attempt=dispatch)
+    token = uuid.uuid4().hex
+    claimed = await rt.jobs.claim(spec.id, dispatch, token, rt.name)
+    if claimed == "missing":
+        # A valid message whose record expired or was never written (e.g. sent by hand): adopt it.
+        log.warning("job_record_missing")
+        return "missing"
+    if claimed != "ok":
+        log.info("delivery_skipped", reason=claimed)
+        return f"skipped:{claimed}"
+    if rt.settings.chaos_hooks and CRASH_MARKER in spec.question:
+        log.warning("chaos_crash")
+        os._exit(137)
+    rt.held[spec.id] = token
+    started = time.time()
+    rt.running_since[spec.id] = started
+    try:
+        ladder = await rt.ladder.run(spec)
+        return await _conclude(rt, spec, token, started, ladder)
+    finally:
+        rt.held.pop(spec.id, None)
+        rt.running_since.pop(spec.id, None)
+        rt.completed += 1
+        rt.last_progress = time.time()
+
+
+async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladder: LadderResult) -> str:
+    counters = ladder.counters
+    faults = sum(v for k, v in counters.items() if k.startswith("errors:"))
+    calls = sum(v for k, v in counters.items() if k.startswith("attempts:"))
+    health = {
+        "jobs": 1.0,
+        "calls": float(calls),
+        "faults": float(faults),
+        "retries": float(sum(v for k, v in counters.items() if k.startswith("retries:"))),
+    }
+    if ladder.outcome == "answered" and ladder.answer is not None:
+        now = time.time()
+        result = Result(
+            job_id=spec.id,
+            answer=ladder.answer.text,
+            source=ladder.source,
+            model=ladder.answer.model or None,
+            degraded=ladder.degraded,
+            attempts=calls,
+            latency_s=round(now - spec.created, 4),
+            usage=ladder.answer.usage,
+            started=started,
+            finished=now,
+        )
+        health |= {"succeeded": 1.0, "degraded": float(ladder.degraded), "latency_sum_s": now - spec.created,
+                   "run_sum_s": now - started, "recovered": float(faults > 0 and not ladder.degraded)}
+        outcome = await _finish_with_retry(rt, result, token, counters, health)
+        log.info("job_finished", source=result.source, degraded=result.degraded, outcome=outcome,
+                 attempts=calls, latency_s=result.latency_s)
+        return outcome
+    if ladder.outcome == "exhausted" and time.time() - spec.created < rt.settings.max_job_age_s:
+        return await _defer(rt, spec, token, ladder)
+    reason = DeadReason.PERMANENT_ERROR if ladder.outcome == "permanent" else DeadReason.EXHAUSTED
+    health |= {"dead": 1.0}
+    outcome = await asyncio.to_thread(
+        rt.dlq.kill, spec.id, reason, ladder.last_error, spec.model_dump(mode="json"), None,
+        ladder.attempts, 0, token,
+    )
+    log.warning("job_dead", reason=reason.value, error=ladder.last_error, outcome=outcome)
+    await rt.jobs.finish_counters(counters, health)
+    return f"dead:{outcome}"
+
+
+async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -> str:
+    """Every tier failed transiently: park the job for a durable retry instead of sleeping on it."""
+    retries = int(await rt.redis.hget(keys.job(spec.id), "retries") or 0)
+    s = rt.settings
+    delay = random.uniform(0, min(s.durable_retry_cap_s, s.durable_retry_base_s * 2**retries))
+    outcome = await rt.jobs.defer(spec.id, token, time.time() + delay, ladder.last_error)
+    await rt.jobs.finish_counters(ladder.counters, {"durable_retries": 1.0})
+    log.info("job_deferred", delay_s=round(delay, 2), retries=retries, outcome=outcome)
+    return f"deferred:{outcome}"
+
+
+async def _finish_with_retry(
+    rt: Runtime, result: Result, token: str, counters: Counter[str], health: dict[str, float]
+) -> str:
+    """Store the result, riding out a short Redis outage rather than throwing the answer away."""
+    delay = 0.2
+    deadline = time.monotonic() + rt.settings.lease_s * 4
+    while True:
+        try:
+            return await rt.jobs.finish(result, token, counters, health)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("result_write_retry", error=str(exc), wait_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)

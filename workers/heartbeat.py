@@ -1,0 +1,65 @@
+"""The worker's pulse: renews the leases of its running jobs and publishes its heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import redis
+import structlog
+
+from core import keys
+from workers.runtime import Runtime
+
+log = structlog.get_logger("askq.heartbeat")
+
+WORKER_RECORD_TTL_S = 3600
+
+
+async def beat_once(rt: Runtime) -> None:
+    lost = await rt.jobs.renew(dict(rt.held))
+    for job_id in lost:
+        log.warning("lease_lost", job_id=job_id)
+    now = time.time()
+    oldest = min((now - s for s in rt.running_since.values()), default=0.0)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.zadd(keys.WORKERS, {rt.name: now})
+    pipe.hset(
+        keys.worker(rt.name),
+        mapping={
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": rt.started,
+            "heartbeat": now,
+            "inflight": len(rt.held),
+            "completed": rt.completed,
+            "last_progress": rt.last_progress,
+            "oldest_job_s": round(oldest, 3),
+            "concurrency": rt.settings.worker_concurrency,
+        },
+    )
+    pipe.expire(keys.worker(rt.name), WORKER_RECORD_TTL_S)
+    await pipe.execute()
+
+
+async def run(rt: Runtime, stop: asyncio.Event) -> None:
+    """Beat every heartbeat_s until stop is set; Redis outages are logged and ridden out."""
+    while not stop.is_set():
+        try:
+            await beat_once(rt)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            log.warning("heartbeat_failed", error=str(exc))
+        try:
+            await asyncio.wait_for(stop.wait(), rt.settings.heartbeat_s)
+        except TimeoutError:
+            pass
+
+
+async def retire(rt: Runtime) -> None:
+    """Remove this worker from the live list on a clean shutdown."""
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.zrem(keys.WORKERS, rt.name)
+    pipe.delete(keys.worker(rt.name))
+    await pipe.execute()

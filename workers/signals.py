@@ -1,0 +1,46 @@
+"""What happens around every worker process: logging, heartbeats, lease renewal, the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import structlog
+from celery.signals import worker_ready, worker_shutdown
+
+from config.logging import configure_logging
+from workers import heartbeat, reaper
+from workers.runtime import get_runtime
+
+log = structlog.get_logger("askq.worker")
+_stop_thread = threading.Event()
+_stop_loop: asyncio.Event | None = None
+
+
+@worker_ready.connect
+def _start(**_: Any) -> None:
+    global _stop_loop
+    rt = get_runtime()
+    configure_logging(rt.settings.log_level, rt.settings.log_json)
+
+    async def make_event() -> asyncio.Event:
+        return asyncio.Event()
+
+    _stop_loop = rt.call(make_event())
+    rt.spawn(heartbeat.run(rt, _stop_loop))
+    reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread)
+    log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
+
+
+@worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    rt = get_runtime()
+    _stop_thread.set()
+    if _stop_loop is not None:
+        rt.loop.call_soon_threadsafe(_stop_loop.set)
+    try:
+        rt.call(heartbeat.retire(rt), timeout=5)
+    except Exception:  # shutting down: Redis may already be gone
+        log.warning("retire_failed")
+    log.info("worker_stopped", worker=rt.name)
