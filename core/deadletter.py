@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, ConfigDict
@@ -109,7 +109,9 @@ class DeadLetterQueue:
         return int(self.redis.zcard(keys.DLQ_INDEX))
 
     def list(self, reason: DeadReason | None = None, since: float | None = None, limit: int = 100) -> list[DeadLetter]:
-        ids = self.redis.zrevrangebyscore(keys.DLQ_INDEX, "+inf", since if since is not None else "-inf")
+        ids = cast(
+            list[str], self.redis.zrevrangebyscore(keys.DLQ_INDEX, "+inf", since if since is not None else "-inf")
+        )
         found: list[DeadLetter] = []
         for start in range(0, len(ids), 200):
             chunk = ids[start : start + 200]

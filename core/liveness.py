@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, cast
 
 import redis
 from pydantic import BaseModel
@@ -36,7 +36,7 @@ def classify(age_s: float, oldest_job_s: float, settings: Settings) -> WorkerSta
 
 def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
     now = time.time()
-    entries = client.zrange(keys.WORKERS, 0, -1, withscores=True)
+    entries = cast(list[tuple[str, float]], client.zrange(keys.WORKERS, 0, -1, withscores=True))
     pipe = client.pipeline(transaction=False)
     for name, _ in entries:
         pipe.hgetall(keys.worker(str(name)))

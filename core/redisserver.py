@@ -84,7 +84,9 @@ class EmbeddedRedis:
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise EmbeddedRedisError(f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log")
+                raise EmbeddedRedisError(
+                    f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log"
+                )
             try:
                 client.ping()
                 client.close()

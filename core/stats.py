@@ -24,9 +24,9 @@ def add_job_outcome(pipe: Any, counters: Counter[str], health: dict[str, float])
         if value:
             pipe.hincrby(keys.STATS, name, int(value))
     bucket = keys.health_bucket(health_bucket())
-    for name, value in health.items():
-        if value:
-            pipe.hincrbyfloat(bucket, name, float(value))
+    for field, amount in health.items():
+        if amount:
+            pipe.hincrbyfloat(bucket, field, float(amount))
     pipe.expire(bucket, HEALTH_TTL_S)
 
 
@@ -42,8 +42,8 @@ def read_health_window(client: redis.Redis, window_s: float) -> dict[str, float]
     pipe = client.pipeline(transaction=False)
     for bucket in range(first, now + 1):
         pipe.hgetall(keys.health_bucket(bucket))
-    total: Counter[str] = Counter()
+    total: dict[str, float] = {}
     for fields in pipe.execute():
         for name, value in fields.items():
-            total[str(name)] += float(value)
-    return dict(total)
+            total[str(name)] = total.get(str(name), 0.0) + float(value)
+    return total

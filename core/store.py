@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -52,7 +52,7 @@ class JobStore:
         fields = self.redis.hgetall(keys.job(job_id))
         if not fields:
             raise JobNotFoundError(f"no job {job_id!r}")
-        return view_from_hash(job_id, fields)
+        return view_from_hash(job_id, cast(dict[str, str], fields))
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, JobView | None]:
         ids = list(job_ids)

@@ -12,6 +12,7 @@ import redis
 from config.settings import Settings, load_settings
 from core.connection import connect
 from core.deadletter import DeadLetter, DeadLetterQueue
+from core.errors import InvalidJobError
 from core.job import DeadReason, JobSpec, JobView
 from core.store import JobStore
 
@@ -20,6 +21,9 @@ def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:
     """A key derived from the content, so the same question (and context) is answered once."""
     material = json.dumps([question, list(context)], separators=(",", ":"))
     return "sha256:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+_JOB_FIELDS = frozenset({"question", "context", "idempotency_key", "metadata"})
 
 
 class Client:
@@ -62,7 +66,12 @@ class Client:
 
         Every job is validated before any is enqueued, so one bad job enqueues nothing.
         """
-        specs = [self.spec(derive_key=derive_key, **job) for job in jobs]
+        specs = []
+        for index, job in enumerate(jobs):
+            extra = set(job) - _JOB_FIELDS
+            if extra:
+                raise InvalidJobError(f"job {index}: unknown field(s) {sorted(extra)}; allowed: {sorted(_JOB_FIELDS)}")
+            specs.append(self.spec(derive_key=derive_key, **job))
         self.store.submit_many(specs)
         return [s.id for s in specs]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
@@ -69,7 +70,7 @@ class Chain:
             raise BadAnswerError("answer truncated (finish_reason=length)", self.provider.name)
         if not text.strip():
             raise BadAnswerError("empty answer", self.provider.name)
-        usage = message.usage_metadata or {}
+        usage: dict[str, Any] = dict(message.usage_metadata or {})
         return Answer(
             text=text,
             model=str(message.response_metadata.get("model_name") or self.provider.model),

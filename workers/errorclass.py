@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import httpx
 import openai
@@ -28,7 +29,7 @@ from core.errors import (
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
 
-def retry_after_s(headers: httpx.Headers | None) -> float | None:
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
     """Seconds the provider asked us to wait, from retry-after-ms or Retry-After."""
     if headers is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -51,10 +52,8 @@ async def run(rt: Runtime, stop: asyncio.Event) -> None:
             await beat_once(rt)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             log.warning("heartbeat_failed", error=str(exc))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rt.settings.heartbeat_s)
-        except TimeoutError:
-            pass
 
 
 async def retire(rt: Runtime) -> None:

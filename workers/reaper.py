@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from typing import cast
 
 import redis
 import structlog
@@ -65,8 +66,9 @@ class Reaper:
         return done
 
     def _reclaim(self, job_id: str, now: float) -> str:
-        fields = self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery"])
-        state, payload, dispatch, delivery = fields
+        state, payload, dispatch, delivery = cast(
+            list[str | None], self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery"])
+        )
         if state != "running" or payload is None:
             self.redis.zrem(keys.LEASES, job_id)
             return "skipped"
@@ -82,8 +84,10 @@ class Reaper:
         return self._push(job_id, "running", int(dispatch or 1), deliveries + 1, payload, now, "reclaimed")
 
     def _retry(self, job_id: str, now: float) -> str:
-        fields = self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "created", "error"])
-        state, payload, dispatch, delivery, created, error = fields
+        state, payload, dispatch, delivery, created, error = cast(
+            list[str | None],
+            self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "created", "error"]),
+        )
         if state != "retrying" or payload is None:
             self.redis.zrem(keys.RETRIES, job_id)
             return "skipped"

@@ -18,7 +18,7 @@ _stop_thread = threading.Event()
 _stop_loop: asyncio.Event | None = None
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _start(**_: Any) -> None:
     global _stop_loop
     rt = get_runtime()
@@ -33,7 +33,7 @@ def _start(**_: Any) -> None:
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
 
 
-@worker_shutdown.connect
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop(**_: Any) -> None:
     rt = get_runtime()
     _stop_thread.set()

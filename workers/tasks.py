@@ -18,7 +18,9 @@ from workers.runtime import get_runtime
 log = structlog.get_logger("askq.task")
 
 
-@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@app.task(  # type: ignore[untyped-decorator]
+    name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     """Answer one job; an invalid message is dead-lettered, never executed."""
     rt = get_runtime()

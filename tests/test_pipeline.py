@@ -1,0 +1,75 @@
+"""End to end: a producer enqueues jobs, real Celery workers answer them through the simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from askq.stack import Stack
+from config.settings import Settings
+from core.errors import InvalidJobError
+from core.job import JobState
+from producers.client import Client
+from sim.answers import answer_for
+from tests.conftest import Sim, wait_workers
+
+
+def test_worker_answers_submitted_jobs(stack: Stack, r: redis.Redis, settings: Settings) -> None:
+    stack.start_worker(concurrency=20)
+    wait_workers(r, 1)
+    client = Client(settings)
+    questions = [f"How do I return item {i}?" for i in range(20)]
+    ids = client.submit_many([{"question": q} for q in questions])
+    for job_id, question in zip(ids, questions, strict=True):
+        view = client.wait(job_id, timeout=60)
+        assert view.state is JobState.SUCCEEDED
+        assert view.result is not None
+        assert view.result.answer == answer_for(question, "primary")
+        assert view.result.source == "primary"
+        assert view.result.degraded is False
+        assert view.result.usage.total > 0
+        assert view.result.attempts == 1
+
+
+def test_same_idempotency_key_gives_same_job(settings: Settings, r: redis.Redis) -> None:
+    client = Client(settings)
+    first = client.submit("Where is my parcel?", idempotency_key="order-1")
+    second = client.submit("Where is my parcel?", idempotency_key="order-1")
+    assert first == second
+    assert r.llen(settings.queue) == 1
+
+
+def test_invalid_job_is_refused_and_nothing_enqueued(settings: Settings, r: redis.Redis) -> None:
+    client = Client(settings)
+    with pytest.raises(InvalidJobError, match="question"):
+        client.submit("")
+    with pytest.raises(InvalidJobError, match="limit is"):
+        client.submit("x" * (settings.max_question_chars + 1))
+    with pytest.raises(InvalidJobError):
+        client.submit_many([{"question": "fine"}, {"question": "bad", "colour": "red"}])
+    assert r.llen(settings.queue) == 0
+
+
+def test_cli_submit_and_wait(stack: Stack, r: redis.Redis, sim: Sim) -> None:
+    stack.start_worker(concurrency=5)
+    wait_workers(r, 1)
+    env = stack.env()
+    out = subprocess.run([sys.executable, "-m", "askq", "submit", "Can I pay by card?"],
+                         env=env, capture_output=True, text=True, check=True)
+    job_id = out.stdout.strip()
+    waited = subprocess.run([sys.executable, "-m", "askq", "wait", job_id, "--timeout", "60"],
+                            env=env, capture_output=True, text=True, check=True)
+    view = json.loads(waited.stdout)
+    assert view["state"] == "succeeded"
+    assert view["result"]["answer"] == answer_for("Can I pay by card?", "primary")
+
+
+def test_cli_rejects_unknown_setting(stack: Stack) -> None:
+    env = stack.env(ASKQ_LEASE_SECONDS="3")
+    out = subprocess.run([sys.executable, "-m", "askq", "stats"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "ASKQ_LEASE_SECONDS" in out.stderr
