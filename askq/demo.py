@@ -17,13 +17,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from askq.stack import Stack
 from config.settings import load_settings
+from core import keys
 from core.connection import connect
+from core.errors import AskqError
 from core.stats import read_counters
 from producers.cli import read_jobs_file
 from producers.client import Client
@@ -38,12 +41,16 @@ DEMO_FAULTS: dict[str, Any] = {
                 {"kind": "server_error", "status": 503, "probability": 0.04},
                 {"kind": "reset", "probability": 0.02},
                 # The primary goes down for a while: its breaker opens and the secondary answers.
-                {"kind": "server_error", "status": 500, "window": [4, 9]},
+                {"kind": "server_error", "status": 500, "window": [1, 3]},
             ]
         },
         "secondary": {"faults": [{"kind": "server_error", "probability": 0.03}]},
     }
 }
+
+
+CHUNK = 20
+CHUNK_INTERVAL_S = 0.7
 
 
 def questions_file() -> Path:
@@ -64,7 +71,7 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
     raw = client.redis
     pipe = raw.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hget(f"askq:job:{job_id}", "result_writes")
+        pipe.hget(keys.job(job_id), "result_writes")
     writes = [int(w or 0) for w in pipe.execute()]
     after = read_counters(client.redis)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -85,6 +92,7 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "retries": sum(v for k, v in delta.items() if k.startswith("retries:")),
         "fallbacks": delta.get("fallbacks", 0),
         "breaker_opened": sum(v for k, v in delta.items() if k.startswith("breaker_opened:")),
+        "breaker_closed": sum(v for k, v in delta.items() if k.startswith("breaker_closed:")),
         "cache_hits": delta.get("cache_hits", 0),
         "latency_p50_s": round(_percentile(latencies, 50), 3),
         "latency_p95_s": round(_percentile(latencies, 95), 3),
@@ -94,7 +102,7 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="askq demo", show_header=False)
     for key in ("submitted", "succeeded", "dead", "lost", "duplicates", "degraded", "retries", "fallbacks",
-                "breaker_opened", "cache_hits", "latency_p50_s", "latency_p95_s"):
+                "breaker_opened", "breaker_closed", "cache_hits", "latency_p50_s", "latency_p95_s"):
         table.add_row(key, str(summary[key]))
     for source, count in sorted(summary["by_source"].items()):
         table.add_row(f"answered by {source}", str(count))
@@ -103,6 +111,16 @@ def print_summary(summary: dict[str, Any]) -> None:
     for key, value in summary.get("extra", {}).items():
         table.add_row(key, str(value))
     Console().print(table)
+
+
+def _wait_for_workers(client: Client, count: int, timeout_s: float = 60.0) -> None:
+    """Wait for the workers' first heartbeats, so latency figures measure answering, not start-up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if int(client.redis.zcard(keys.WORKERS)) >= count:
+            return
+        time.sleep(0.2)
+    raise AskqError(f"workers did not start within {timeout_s:.0f}s; see var/demo/worker*.log")
 
 
 def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s: float = 300.0) -> int:
@@ -116,17 +134,25 @@ def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s
                env={"ASKQ_BREAKER__MIN_REQUESTS": "5", "ASKQ_BREAKER__COOLDOWN_S": "3"}) as stack:
         console.print("starting embedded redis, simulator and workers ...")
         stack.start_redis()
+        client = Client(settings.model_copy(update={"redis_url": None}), connect(settings, stack.redis_url))
+        if configured is None:
+            # The demo's embedded Redis is its own: start each run from a clean slate.
+            client.redis.flushdb()
         stack.start_sim(DEMO_FAULTS, latency_s=0.3, jitter_s=0.2, seed=7)
         for _ in range(workers):
             stack.start_worker(concurrency=100)
-        client = Client(settings.model_copy(update={"redis_url": None}), connect(settings, stack.redis_url))
+        _wait_for_workers(client, workers)
         before = read_counters(client.redis)
         ids: list[str] = []
         with Progress(console=console, transient=not as_json) as progress:
             sub = progress.add_task("submitting", total=len(batch))
-            for start in range(0, len(batch), 50):
-                ids += client.submit_many(batch[start : start + 50])
-                progress.update(sub, advance=len(batch[start : start + 50]))
+            # The fault windows count from here; the batch trickles in over a few seconds so the
+            # primary's outage, its breaker opening and its recovery all show.
+            httpx.post(stack.sim_url.rsplit("/v1", 1)[0] + "/_sim/reset", timeout=5).raise_for_status()
+            for start in range(0, len(batch), CHUNK):
+                ids += client.submit_many(batch[start : start + CHUNK])
+                progress.update(sub, advance=len(batch[start : start + CHUNK]))
+                time.sleep(CHUNK_INTERVAL_S)
             done = progress.add_task("answering", total=len(ids))
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:

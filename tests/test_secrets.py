@@ -1,0 +1,42 @@
+"""API keys never appear in logs, results, dead letters or counters, even when a provider refuses them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+
+from askq.stack import Stack
+from config.settings import load_settings
+from core.job import DeadReason, JobState
+from producers.client import Client
+from tests.conftest import Sim, wait_workers
+
+SECRET = "sk-askq-test-SECRET-0123456789"
+
+
+def test_rejected_api_key_never_leaks(stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path) -> None:
+    sim.configure({"latency_s": 0.01, "require_key": "sk-the-right-key-999999"})
+    providers = [
+        {"name": "primary", "base_url": sim.url, "model": "primary", "api_key": SECRET, "timeout_s": 2},
+        {"name": "secondary", "base_url": sim.url, "model": "secondary", "api_key": SECRET, "timeout_s": 2},
+    ]
+    proc = stack.start_worker(concurrency=4, ASKQ_PROVIDERS=json.dumps(providers), ASKQ_LOG_LEVEL="debug")
+    wait_workers(r, 1)
+    settings = load_settings(redis_url=stack.redis_url, var_dir=tmp_path)
+    client = Client(settings)
+    job_id = client.submit("What is your returns policy?")
+    view = client.wait(job_id, timeout=60)
+
+    # 401 is permanent on every tier: the job is dead-lettered, not retried, not answered by default.
+    assert view.state is JobState.DEAD
+    assert view.reason is DeadReason.PERMANENT_ERROR
+    assert sim.stats()["responses"]["primary"] == {"unauthorized": 1}
+
+    stack.kill_worker(proc)
+    everything = [json.dumps(r.hgetall(key)) if r.type(key) == "hash" else str(r.dump(key)) for key in r.keys("*")]
+    everything.append(client.dead_letter(job_id).model_dump_json())
+    everything += [p.read_text(errors="replace") for p in stack.var_dir.glob("*.log")]
+    assert any("401" in text or "unauthorized" in text.lower() for text in everything)
+    assert not [text for text in everything if SECRET in text]
