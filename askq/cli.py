@@ -54,12 +54,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(jobs=args.jobs, as_json=args.json, workers=args.workers)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.run import run_bench
+
+    return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
+                     textbook_jobs=args.textbook_jobs, skip_baselines=args.skip_baselines,
+                     submit_only=args.submit_only, plot=args.plot, as_json=args.json)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from bench.chaos import run_chaos
+
+    return run_chaos(jobs=args.jobs, deadline_s=args.deadline, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from producers.cli import register as register_producers
 
     parser = argparse.ArgumentParser(prog="askq", description="A resilient LLM job queue.")
     sub = parser.add_subparsers(dest="command", required=True)
     register_producers(sub)
+    from askq.ops import register as register_ops
+
+    register_ops(sub)
 
     p = sub.add_parser("worker", help="run a Celery worker (thread pool on a shared asyncio loop)")
     p.add_argument("--concurrency", type=int, default=None, help="jobs in flight (default: worker_concurrency)")
@@ -81,12 +98,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_demo)
+
+    from pathlib import Path
+
+    p = sub.add_parser("bench", help="measure askq against the textbook and the bare Celery worker")
+    p.add_argument("--jobs", type=int, default=3000)
+    p.add_argument("--latency", type=float, default=1.0, help="simulator latency per call, seconds")
+    p.add_argument("--concurrency", type=int, default=200, help="jobs in flight per worker process")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (askq and the bare baseline)")
+    p.add_argument("--textbook-jobs", type=int, default=40, help="jobs for the slow textbook baseline")
+    p.add_argument("--skip-baselines", action="store_true")
+    p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
+    p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("chaos", help="kill, freeze and restart things under load; check nothing is lost")
+    p.add_argument("--jobs", type=int, default=5000)
+    p.add_argument("--deadline", type=float, default=600.0, help="stop after this many seconds whatever happens")
+    p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    p.set_defaults(func=cmd_chaos)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_command(argv: list[str] | None = None) -> Any:
+    """Parse askq arguments; `askq sim` hands its own options (--port ...) on to the simulator."""
     parser = build_parser()
-    args: Any = parser.parse_args(argv)
+    # argparse's REMAINDER does not take options that come first, so the simulator's are collected here.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "sim":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.sim_args = [*extra, *args.sim_args]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = parse_command(argv)
     try:
         return int(args.func(args))
     except AskqError as exc:

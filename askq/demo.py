@@ -27,6 +27,8 @@ from config.settings import load_settings
 from core import keys
 from core.connection import connect
 from core.errors import AskqError
+from core.health import check_health
+from core.job import JobView
 from core.stats import read_counters
 from producers.cli import read_jobs_file
 from producers.client import Client
@@ -65,14 +67,28 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _has_result(view: JobView | None) -> bool:
+    return view is not None and view.result is not None
+
+
 def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[str, Any]:
     """Summary of a finished batch, from the job store and the counters it moved."""
     views = client.store.get_many(ids)
     raw = client.redis
     pipe = raw.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hget(keys.job(job_id), "result_writes")
-    writes = [int(w or 0) for w in pipe.execute()]
+        pipe.hmget(keys.job(job_id), ["result_writes", "upgrades", "dispatch"])
+        pipe.exists(keys.dead_letter(job_id))
+    replies = pipe.execute()
+    marks = [[int(x or 0) for x in fields] for fields in replies[0::2]]
+    lettered = [bool(x) for x in replies[1::2]]
+    # A duplicate is a job whose outcome was written twice: a second result write, or both a
+    # result and a dead letter. Upgrades (a degraded answer replaced by a real one) are allowed
+    # and counted apart; so are re-runs (jobs dispatched more than once), which wrote nothing twice.
+    duplicates = sum(
+        1 for (w, _, _), dead_letter, job_id in zip(marks, lettered, ids, strict=True)
+        if w > 1 or (dead_letter and (w > 0 or _has_result(views.get(job_id))))
+    )
     after = read_counters(client.redis)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     states = Counter(v.state.value for v in views.values() if v is not None)
@@ -85,7 +101,9 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "succeeded": states["succeeded"],
         "dead": states["dead"],
         "lost": len(ids) - terminal,
-        "duplicates": sum(1 for w in writes if w > 1),
+        "duplicates": duplicates,
+        "upgrades": sum(u for _, u, _ in marks),
+        "redispatched": sum(1 for _, _, d in marks if d > 1),
         "by_source": dict(sources),
         "degraded": sum(1 for v in views.values() if v is not None and v.result is not None and v.result.degraded),
         "dead_reasons": dict(dead_reasons),
@@ -96,6 +114,8 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "cache_hits": delta.get("cache_hits", 0),
         "latency_p50_s": round(_percentile(latencies, 50), 3),
         "latency_p95_s": round(_percentile(latencies, 95), 3),
+        # The verdict `askq health` would give now: the alert thresholds over the recent window.
+        "health": check_health(client.redis, client.settings.health.window_s).status,
     }
 
 
@@ -110,6 +130,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(f"dead: {reason}", str(count))
     for key, value in summary.get("extra", {}).items():
         table.add_row(key, str(value))
+    table.add_row("health", str(summary["health"]))
     Console().print(table)
 
 

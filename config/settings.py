@@ -64,6 +64,34 @@ class BreakerSettings(_Strict):
     probe_timeout_s: float = Field(30.0, gt=0)
 
 
+class ApiSettings(_Strict):
+    """The HTTP API (`askq api`): where it listens, who may call it, how much it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # Bearer tokens accepted; with none configured the API only starts on a loopback address.
+    tokens: list[SecretStr] = Field(default_factory=list)
+    max_batch: int = Field(100, ge=1, le=10000)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Longest long-poll a caller may ask for on GET /v1/jobs/{id}/result?wait=.
+    max_wait_s: float = Field(60.0, gt=0, le=600)
+
+
+class FlowerSettings(_Strict):
+    """Flower (`askq flower`): basic auth is required, its state persists under var_dir."""
+
+    address: str = "127.0.0.1"
+    port: int = Field(5555, ge=1, le=65535)
+    user: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
+    password: SecretStr | None = None
+
+
+class HealthSettings(_Strict):
+    """`askq health` and /healthz: how far back the sliding window reaches."""
+
+    window_s: float = Field(300.0, ge=10, le=3600)
+
+
 def _default_providers() -> list[ProviderSettings]:
     return [
         ProviderSettings(name="primary", base_url=SIM_URL, model="primary", timeout_s=10.0),
@@ -127,6 +155,14 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(7 * 86400, ge=1)
     dlq_max_records: int = Field(10000, ge=1)
     dlq_max_age_s: int = Field(30 * 86400, ge=1)
+
+    api: ApiSettings = ApiSettings()
+    flower: FlowerSettings = FlowerSettings()
+    health: HealthSettings = HealthSettings()
+
+    # Celery task events (task-received/started/succeeded) for Flower's task views; each costs
+    # a Redis PUBLISH per task. Off saves worker CPU when nobody watches tasks in Flower.
+    task_events: bool = True
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False

@@ -53,14 +53,19 @@ class DeadLetterQueue:
         history: list[dict[str, Any]] | None = None,
         deliveries: int = 0,
         token: str = "",
+        expect_state: str = "",
+        expect_dispatch: int | None = None,
     ) -> str:
-        """Dead-letter a job (held by `token`, or any holder when empty); returns ok, terminal or lease_lost."""
+        """Dead-letter a job; returns ok, terminal, lease_lost or changed (see scripts.KILL).
+
+        The job must be held by `token`, or, without a token, still be in `expect_state` at
+        `expect_dispatch` (when given). An invalid message is recorded under its own id and
+        never touches a job it names: that job's stored payload was valid when submitted.
+        """
         now = time.time()
-        record_id = job_id or uuid.uuid4().hex
-        outcome = self._write(record_id, job_id, reason, error, payload, raw, history, deliveries, token, now)
-        if outcome == "terminal" and reason is DeadReason.INVALID_PAYLOAD:
-            # A bad message naming a finished job must not touch it, but is still recorded.
-            self._write(uuid.uuid4().hex, job_id, reason, error, payload, raw, history, deliveries, "", now)
+        record_id = job_id if job_id and reason is not DeadReason.INVALID_PAYLOAD else uuid.uuid4().hex
+        guard = (token, expect_state, "" if expect_dispatch is None else str(expect_dispatch))
+        outcome = self._write(record_id, job_id, reason, error, payload, raw, history, deliveries, guard, now)
         self.trim()
         return outcome
 
@@ -74,7 +79,7 @@ class DeadLetterQueue:
         raw: str | None,
         history: list[dict[str, Any]] | None,
         deliveries: int,
-        token: str,
+        guard: tuple[str, str, str],
         now: float,
     ) -> str:
         record = DeadLetter(
@@ -92,18 +97,31 @@ class DeadLetterQueue:
         job_key = keys.job(record_id)
         result = self._kill(
             keys=[job_key, keys.LEASES, keys.PENDING, keys.DLQ_INDEX, keys.dead_letter(record_id), keys.STATS],
-            args=[token, record.model_dump_json(), reason.value, record.error, now,
-                  self.settings.result_ttl_s, record_id, self.settings.dlq_max_age_s],
+            args=[guard[0], record.model_dump_json(), reason.value, record.error, now,
+                  self.settings.result_ttl_s, record_id, self.settings.dlq_max_age_s, guard[1], guard[2]],
         )
         return str(result)
 
-    def trim(self) -> None:
-        """Drop records beyond the configured count and age."""
-        cutoff = time.time() - self.settings.dlq_max_age_s
+    def trim(self, now: float | None = None) -> int:
+        """Drop records beyond the configured count and age (index and record); returns how many."""
+        cutoff = (now if now is not None else time.time()) - self.settings.dlq_max_age_s
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(keys.DLQ_INDEX, "-inf", cutoff)
-        pipe.zremrangebyrank(keys.DLQ_INDEX, 0, -self.settings.dlq_max_records - 1)
+        pipe.zrangebyscore(keys.DLQ_INDEX, "-inf", cutoff)
+        pipe.zcard(keys.DLQ_INDEX)
+        expired, total = pipe.execute()
+        old = cast(list[str], expired)
+        excess = int(total) - len(old) - self.settings.dlq_max_records
+        if excess > 0:
+            old += cast(list[str], self.redis.zrange(keys.DLQ_INDEX, len(old), len(old) + excess - 1))
+        if not old:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(old), 500):
+            chunk = old[start : start + 500]
+            pipe.zrem(keys.DLQ_INDEX, *chunk)
+            pipe.delete(*[keys.dead_letter(i) for i in chunk])
         pipe.execute()
+        return len(old)
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DLQ_INDEX))
@@ -133,7 +151,14 @@ class DeadLetterQueue:
 
     def replay(self, record_id: str) -> str:
         """Re-enqueue a dead job with its payload and id; returns ok, not_dead, changed or no_payload."""
-        record = self.show(record_id)
+        try:
+            record = self.show(record_id)
+        except JobNotFoundError:
+            # Replayed already (replay removes the record): the job lives on, so this is a no-op.
+            state = self.redis.hget(keys.job(record_id), "state")
+            if state is not None and state != "dead":
+                return "not_dead"
+            raise
         if record.payload is None or record.job_id is None or record.job_id != record.id:
             return "no_payload"
         dispatch = int(self.redis.hget(keys.job(record.id), "dispatch") or 0)

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 PREFIX = "askq"
 
+# Kombu's Redis transport keys (its defaults; askq sets no key prefix). HASH delivery tag ->
+# JSON [message, exchange, routing key] of every message a worker reserved and has not acked,
+# and ZSET delivery tag -> delivery time — owner: kombu; the reaper restores or drops entries a
+# dead or frozen worker left behind (core/scripts.py RECOVER). No TTL.
+KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"
+
 
 # HASH per job — owner: store (producers create, workers advance). Fields: state, payload,
 # created, updated, dispatch (enqueue sequence), delivery (deliveries for the poison cap),
@@ -81,3 +88,9 @@ STATS = f"{PREFIX}:stats"
 # HASH per 10 s bucket of outcome counters for health — owner: stats. TTL: 1 h.
 def health_bucket(bucket: int) -> str:
     return f"{PREFIX}:health:{bucket}"
+
+
+# HASH latency histograms: "<name>:<bucket upper bound>" -> count in that bucket (not cumulative),
+# "<name>:sum", "<name>:count"; names queue_wait, run, end_to_end — owner: stats (workers write,
+# metrics reads and makes the buckets cumulative at scrape time). No TTL.
+LATENCY = f"{PREFIX}:latency"

@@ -15,6 +15,8 @@ WorkerState = Literal["alive", "stalled", "dead"]
 
 
 class WorkerInfo(BaseModel):
+    """One worker as `askq workers` shows it."""
+
     name: str
     state: WorkerState
     heartbeat_age_s: float
@@ -25,16 +27,24 @@ class WorkerInfo(BaseModel):
     host: str | None = None
 
 
-def classify(age_s: float, oldest_job_s: float, settings: Settings) -> WorkerState:
+def classify(age_s: float, oldest_job_s: float, heartbeat_s: float, job_deadline_s: float) -> WorkerState:
     """Dead: no heartbeat for three intervals. Stalled: beating, but a job is past its deadline."""
-    if age_s > 3 * settings.heartbeat_s:
+    if age_s > 3 * heartbeat_s:
         return "dead"
-    if oldest_job_s > settings.job_deadline_s:
+    if oldest_job_s > job_deadline_s:
         return "stalled"
     return "alive"
 
 
+def _number(fields: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(fields[name])
+    except (KeyError, ValueError):
+        return default
+
+
 def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
+    """Every worker that ever beat (dead ones until their record expires), judged by its own timings."""
     now = time.time()
     entries = cast(list[tuple[str, float]], client.zrange(keys.WORKERS, 0, -1, withscores=True))
     pipe = client.pipeline(transaction=False)
@@ -43,15 +53,20 @@ def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
     infos = []
     for (name, beat), fields in zip(entries, pipe.execute(), strict=True):
         age = now - float(beat)
-        oldest = float(fields.get("oldest_job_s", 0) or 0)
+        oldest = _number(fields, "oldest_job_s", 0.0)
+        # A job's age keeps growing between beats; judge it as of now.
+        if oldest > 0:
+            oldest += age
+        state = classify(age, oldest, _number(fields, "heartbeat_s", settings.heartbeat_s),
+                         _number(fields, "job_deadline_s", settings.job_deadline_s))
         infos.append(
             WorkerInfo(
                 name=str(name),
-                state=classify(age, oldest, settings),
+                state=state,
                 heartbeat_age_s=round(age, 3),
                 inflight=int(fields.get("inflight", 0) or 0),
                 completed=int(fields.get("completed", 0) or 0),
-                oldest_job_s=oldest,
+                oldest_job_s=round(oldest, 3),
                 pid=int(fields["pid"]) if fields.get("pid") else None,
                 host=fields.get("host"),
             )

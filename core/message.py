@@ -64,3 +64,20 @@ def build(queue: str, job: dict[str, Any], dispatch: int) -> str:
         },
     }
     return json.dumps(envelope, separators=(",", ":"))
+
+
+def locate(stored: str) -> tuple[str, int] | None:
+    """Job id and dispatch of a message as kombu keeps it unacked (JSON [envelope, exchange, key]).
+
+    Read from the `kwargsrepr` header build() writes, so the body is never decoded here; None
+    for anything that is not an askq message.
+    """
+    try:
+        entry = json.loads(stored)
+        info = json.loads(entry[0]["headers"]["kwargsrepr"])
+        job_id, dispatch = info["job_id"], info["dispatch"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+    if not isinstance(job_id, str) or not job_id or not isinstance(dispatch, int) or isinstance(dispatch, bool):
+        return None
+    return job_id, dispatch

@@ -62,13 +62,20 @@ return 'ok'
 """
 
 # KEYS: job, leases, pending, dlq_index, dlq_record, stats
-# ARGV: token ('' = any holder), record, reason, error, now, ttl, job_id, dlq_ttl
-# Dead-letters a job the caller holds (or any non-terminal job when token is '').
+# ARGV: token ('' = any holder), record, reason, error, now, ttl, job_id, dlq_ttl,
+#   expected state ('' = any), expected dispatch ('' = any)
+# Dead-letters a job the caller holds, or (token '') a job still in the state and dispatch the
+# caller saw; expecting 'running' also requires its lease to have expired, so the reaper never
+# kills a fresh claim or a worker that came back and renewed. Returns ok | terminal | lease_lost
+# | changed.
 KILL = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'lease')
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'dispatch', 'lease_until')
 local state = h[1]
 if state == 'succeeded' or state == 'dead' then return 'terminal' end
 if ARGV[1] ~= '' and (state ~= 'running' or h[2] ~= ARGV[1]) then return 'lease_lost' end
+if ARGV[9] ~= '' and state ~= ARGV[9] then return 'changed' end
+if ARGV[10] ~= '' and tonumber(h[3] or '0') ~= tonumber(ARGV[10]) then return 'changed' end
+if ARGV[9] == 'running' and tonumber(h[4] or '0') > tonumber(ARGV[5]) then return 'changed' end
 if state then
   redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[3], 'error', ARGV[4],
              'updated', ARGV[5], 'lease', '')
@@ -84,12 +91,14 @@ return 'ok'
 """
 
 # KEYS: job, leases, queue, retries   ARGV: expected dispatch, message, now, job_id, new delivery,
-#   expected state ('running' with an expired lease, or 'retrying' when due)
-# Re-enqueues a job whose lease expired or whose durable retry is due; bumps dispatch.
+#   expected state ('running' with an expired lease, 'retrying' when due, or 'queued' when its
+#   message was lost in flight)
+# Re-enqueues a job whose lease expired, whose durable retry is due or whose message is gone;
+# bumps dispatch. A job that changed meanwhile only loses index entries that no longer apply.
 REQUEUE = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until')
 if h[1] ~= ARGV[6] or tonumber(h[2]) ~= tonumber(ARGV[1]) then
-  redis.call('ZREM', KEYS[2], ARGV[4])
+  if h[1] ~= 'running' then redis.call('ZREM', KEYS[2], ARGV[4]) end
   if h[1] ~= 'retrying' then redis.call('ZREM', KEYS[4], ARGV[4]) end
   return 'changed'
 end
@@ -130,4 +139,29 @@ redis.call('DEL', KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[4])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 return 'ok'
+"""
+
+# KEYS: job, queue, unacked, unacked_index   ARGV: delivery tag, dispatch of that message,
+#   message for dispatch + 1, now
+# Settles a message kombu still holds as unacked (reserved by a worker) long after delivery.
+# A job still queued at that dispatch was never claimed: its worker died or froze holding it,
+# so it is re-enqueued now instead of after kombu's visibility timeout (not a delivery: the
+# poison count is untouched). A job that moved on makes the entry stale: dropped. A job
+# running at that dispatch is left to its lease. Returns restored | dropped | running | gone.
+RECOVER = """
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 'gone'
+end
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
+local same = tonumber(h[2] or '0') == tonumber(ARGV[2])
+if h[1] == 'running' and same then return 'running' end
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if h[1] == 'queued' and same and ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'dispatch', tonumber(ARGV[2]) + 1, 'updated', ARGV[4])
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  return 'restored'
+end
+return 'dropped'
 """

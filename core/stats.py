@@ -28,6 +28,28 @@ def add_job_outcome(pipe: Any, counters: Counter[str], health: dict[str, float])
         if amount:
             pipe.hincrbyfloat(bucket, field, float(amount))
     pipe.expire(bucket, HEALTH_TTL_S)
+    if "latency_sum_s" in health and "run_sum_s" in health:
+        # One answered job: its end-to-end and run times; the queue wait is what lies between.
+        end_to_end, run = float(health["latency_sum_s"]), float(health["run_sum_s"])
+        add_latencies(pipe, {"queue_wait": max(0.0, end_to_end - run), "run": run, "end_to_end": end_to_end})
+
+
+# Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+LATENCY_NAMES = ("queue_wait", "run", "end_to_end")
+
+
+def bucket_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def add_latencies(pipe: Any, observations: dict[str, float]) -> None:
+    """Queue one observation per histogram: the bucket it falls in, the sum and the count."""
+    for name, seconds in observations.items():
+        bound = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
+        pipe.hincrby(keys.LATENCY, f"{name}:{bucket_label(bound)}", 1)
+        pipe.hincrbyfloat(keys.LATENCY, f"{name}:sum", seconds)
+        pipe.hincrby(keys.LATENCY, f"{name}:count", 1)
 
 
 def read_counters(client: redis.Redis) -> dict[str, int]:

@@ -86,10 +86,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
         since = time.time() - args.since if args.since is not None else None
         records = client.dead_letters(reason=reason, since=since, limit=args.limit)
-        table = Table("id", "reason", "dead at", "deliveries", "error")
+        if args.json:
+            print(json.dumps([r.model_dump(mode="json", exclude={"payload", "raw"}) for r in records]))
+            return 0
+        table = Table("reason", "dead at", "deliveries", "error")
+        table.add_column("id", no_wrap=True)
         for r in records:
-            table.add_row(r.id, r.reason.value, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.dead_at)),
-                          str(r.deliveries), r.error[:80])
+            table.add_row(r.reason.value, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.dead_at)),
+                          str(r.deliveries), r.error[:80], r.id)
         Console().print(table)
         return 0
     if args.dlq_command == "show":
@@ -108,11 +112,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.dlq_command == "purge":
         count = len(client.dead_letters(reason=reason, limit=client.settings.dlq_max_records))
         if not args.yes:
-            if not sys.stdin.isatty():
-                console.print("refusing to purge without --yes (no terminal to ask)")
-                return 2
-            answer = input(f"purge {count} dead letters? [y/N] ")
+            # Anything but an explicit yes (no answer, end of input) keeps the records.
+            console.print(f"purge {count} dead letters? [y/N] ", end="")
+            try:
+                answer = sys.stdin.readline()
+            except (OSError, ValueError):
+                answer = ""
             if answer.strip().lower() not in ("y", "yes"):
+                console.print("nothing purged")
                 return 1
         print(client.purge_dead_letters(reason))
         return 0
@@ -175,6 +182,7 @@ def register(sub: Any) -> None:
     q.add_argument("--reason", choices=reasons)
     q.add_argument("--since", type=float, help="only records from the last SINCE seconds")
     q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true", help="print the records (without payloads) as JSON")
     q = dsub.add_parser("show")
     q.add_argument("id")
     q = dsub.add_parser("replay")

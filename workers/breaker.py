@@ -11,9 +11,12 @@ never reports (its worker died) is handed to the next caller after `probe_timeou
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from config.settings import BreakerSettings
 from core import keys
@@ -41,11 +44,11 @@ if ARGV[3] == '1' then
     redis.call('HSET', KEYS[1], 'state', 'closed')
     redis.call('DEL', KEYS[2])
     redis.call('HINCRBY', KEYS[3], 'breaker_closed:' .. ARGV[7], 1)
-    return 'closed'
+    return 'closed!'
   end
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
   redis.call('HINCRBY', KEYS[3], 'breaker_opened:' .. ARGV[7], 1)
-  return 'open'
+  return 'open!'
 end
 if state ~= 'closed' then return state end
 local sec = math.floor(now)
@@ -70,9 +73,18 @@ local total = ok + fail
 if total >= tonumber(ARGV[5]) and fail / total >= tonumber(ARGV[6]) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
   redis.call('HINCRBY', KEYS[3], 'breaker_opened:' .. ARGV[7], 1)
-  return 'open'
+  return 'open!'
 end
 return 'closed'
+"""
+
+# KEYS: breaker   A probe that never reached the provider: the next caller may probe at once.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
+  redis.call('HSET', KEYS[1], 'probe_until', 0)
+  return 1
+end
+return 0
 """
 
 
@@ -80,8 +92,16 @@ class Permit(StrEnum):
     """What the breaker lets a caller do."""
 
     CALL = "closed"  # breaker closed: call normally
-    PROBE = "probe"  # the single half-open probe: call, and report the outcome
+    PROBE = "probe"  # the single half-open probe: call once, and report the outcome
     SKIP = "open"  # breaker open: skip this tier
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The breaker state after a recorded outcome, and whether this outcome changed it."""
+
+    state: str
+    changed: bool
 
 
 class Breaker:
@@ -92,8 +112,16 @@ class Breaker:
         self.settings = settings
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
+        self._release = client.register_script(_RELEASE)
 
-    async def permit(self, provider: str) -> Permit:
+    def queue_state(self, pipe: Any, provider: str) -> None:
+        """Queue a read of the provider's state on a pipeline (no side effects, unlike permit)."""
+        pipe.hget(keys.breaker(provider), "state")
+
+    async def permit(self, provider: str, known_state: str | None = None) -> Permit:
+        """May this caller call the provider? known_state="closed" (read just now) saves the round trip."""
+        if known_state == "closed":
+            return Permit.CALL
         s = self.settings
         outcome = await self._allow(
             keys=[keys.breaker(provider), keys.STATS],
@@ -101,16 +129,40 @@ class Breaker:
         )
         return Permit(outcome)
 
-    async def record(self, provider: str, ok: bool, permit: Permit) -> str:
-        """Count one call's outcome; returns the breaker state after it (closed, open, half_open)."""
+    def _record_args(self, provider: str, ok: bool, permit: Permit) -> tuple[list[str], list[Any]]:
         s = self.settings
-        return str(
-            await self._record(
-                keys=[keys.breaker(provider), keys.breaker_window(provider), keys.STATS],
-                args=[time.time(), int(ok), int(permit is Permit.PROBE), s.window_s, s.min_requests,
-                      s.failure_rate, provider],
-            )
+        return (
+            [keys.breaker(provider), keys.breaker_window(provider), keys.STATS],
+            [time.time(), int(ok), int(permit is Permit.PROBE), s.window_s, s.min_requests, s.failure_rate,
+             provider],
         )
+
+    async def record(self, provider: str, ok: bool, permit: Permit) -> Recorded:
+        """Count one call's outcome (a probe's decides the half-open breaker)."""
+        keys_, args = self._record_args(provider, ok, permit)
+        return _recorded(await self._record(keys=keys_, args=args))
+
+    def queue_record(self, pipe: Any, provider: str, ok: bool, permit: Permit) -> None:
+        """Queue record() on a pipeline by EVALSHA (a Script on a pipeline costs a SCRIPT EXISTS trip)."""
+        keys_, args = self._record_args(provider, ok, permit)
+        pipe.evalsha(self._record.sha, len(keys_), *keys_, *args)
+
+    async def settle_queued(self, reply: Any, provider: str, ok: bool, permit: Permit) -> Recorded:
+        """The outcome of a queued record; runs it again if Redis had not loaded the script yet."""
+        if isinstance(reply, NoScriptError):
+            return await self.record(provider, ok, permit)
+        if isinstance(reply, Exception):
+            raise reply
+        return _recorded(reply)
+
+    async def release(self, provider: str) -> None:
+        """Hand back a probe that never reached the provider, so the next caller probes at once."""
+        await self._release(keys=[keys.breaker(provider)])
 
     async def state(self, provider: str) -> str:
         return str(await self.redis.hget(keys.breaker(provider), "state") or "closed")
+
+
+def _recorded(reply: Any) -> Recorded:
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    return Recorded(state=text.rstrip("!"), changed=text.endswith("!"))

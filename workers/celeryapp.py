@@ -33,9 +33,11 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         task_routes={TASK_NAME: {"queue": settings.queue}},
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Kombu's Redis transport, plus dead-lettering of queue entries it cannot parse.
+        broker_transport="workers.transport:Transport",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        worker_send_task_events=True,
+        worker_send_task_events=settings.task_events,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         # structlog writes its own lines; Celery must not wrap them as WARNING/MainProcess.

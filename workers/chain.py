@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
@@ -57,6 +58,9 @@ class Chain:
             api_key=provider.api_key,
             timeout=provider.timeout_s,
             max_retries=0,
+            # Our own connection pool per provider (the SDK's defaults: 1000 connections, keep-alive),
+            # rather than LangChain's process-wide cached client, which binds to the first event loop.
+            http_async_client=openai.DefaultAsyncHttpxClient(timeout=provider.timeout_s),
         )
 
     async def ask(self, spec: JobSpec) -> Answer:

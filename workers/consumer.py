@@ -40,6 +40,15 @@ def dead_letter_message(message: Any, error: str) -> None:
         log.exception("dead_letter_failed", error=error)
 
 
+def dead_letter_raw(raw: str, error: str) -> None:
+    """Record a queue entry that is not even a message envelope (never raises)."""
+    try:
+        get_runtime().dlq.kill(None, DeadReason.INVALID_PAYLOAD, error, raw=raw[:4000])
+        log.warning("message_dead_lettered", reason="invalid_payload", error=error)
+    except Exception:  # the consumer must keep serving whatever happened here
+        log.exception("dead_letter_failed", error=error)
+
+
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's consumer, with every refusal path writing a dead letter first."""
 

@@ -1,32 +1,42 @@
 """The one table that maps what a provider did to what askq does about it.
 
-| provider behaviour                                  | askq error              | askq action            |
-|-----------------------------------------------------|-------------------------|------------------------|
-| 429 (Retry-After / retry-after-ms honoured)         | RateLimitedError        | retry, or next tier    |
-| 408, 409, 5xx, timeout, connection reset, bad body  | TransientProviderError  | retry with backoff     |
-| 400 context_length_exceeded                         | ContextTooLongError     | next tier at once      |
-| 400, 401, 403, 404, 422, content policy             | PermanentProviderError  | next tier, never retry |
-| finish_reason=length, empty answer                  | BadAnswerError          | next tier              |
+| provider behaviour                             | askq error             | retried | breaker | then                |
+|------------------------------------------------|------------------------|---------|---------|---------------------|
+| 429 (Retry-After / retry-after-ms honoured)    | RateLimitedError       | yes     | failure | next tier when spent|
+| 408, 409, 425, 5xx, timeout, connection reset  | TransientProviderError | yes     | failure | next tier when spent|
+| malformed body (bare json.JSONDecodeError)     | TransientProviderError | yes     | failure | next tier when spent|
+| 401, 403, 404 (key, permission, unknown model) | PermanentProviderError | never   | failure | next tier           |
+| 400, 422, content policy                       | PermanentProviderError | never   | success | next tier, else dead|
+| 400 context_length_exceeded                    | ContextTooLongError    | never   | success | next tier at once   |
+| finish_reason=length, empty answer             | BadAnswerError         | never   | failure | next tier           |
+
+"Breaker" says how the call counts in the provider's circuit breaker: a 400 proves the
+provider is up (the request was at fault), a 401/403/404 or a useless answer means the tier
+cannot serve anyone. When every tier refused a job with a permanent error (any 4xx other than
+408/409/425/429, context too long), the job is dead-lettered as `permanent_error`; any other
+mix (a transient failure, a skipped tier, a bad answer) goes on to the cache and default tiers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-import httpx
 import openai
 
 from config.logging import scrub
 from core.errors import (
+    BadAnswerError,
     ContextTooLongError,
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
+    TierSkippedError,
     TransientProviderError,
 )
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+# Permanent for the request, and for every other request too: the tier is unusable.
+_UNUSABLE_STATUS = frozenset({401, 403, 404})
 
 
 def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
@@ -44,12 +54,14 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
 
 
 def _error_code(exc: openai.APIStatusError) -> str:
+    code = getattr(exc, "code", None)
+    if code:
+        return str(code)
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict):
             return str(inner.get("code") or inner.get("type") or "")
-        return str(body.get("code") or "")
     return ""
 
 
@@ -67,9 +79,21 @@ def classify(exc: BaseException, provider: str) -> ProviderError:
         if "context_length" in _error_code(exc):
             return ContextTooLongError(text, provider, status)
         return PermanentProviderError(text, provider, status)
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError | httpx.TransportError | TimeoutError):
-        return TransientProviderError(text, provider)
-    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | KeyError):
-        # A body that is not the JSON we expect: the provider is having a bad moment.
-        return TransientProviderError(text, provider)
+    # Timeouts, resets, refused connections, and bodies that are not the JSON we expect
+    # (the SDK raises a bare json.JSONDecodeError): the provider is having a bad moment.
+    # Anything else unexpected is treated the same way: bounded retries, then the next tier.
     return TransientProviderError(text, provider)
+
+
+def provider_fault(err: ProviderError) -> bool:
+    """True when the error counts against the provider's circuit breaker (see the table)."""
+    if isinstance(err, TierSkippedError):
+        return False
+    if isinstance(err, TransientProviderError | BadAnswerError):
+        return True
+    return err.status in _UNUSABLE_STATUS
+
+
+def caller_fault(err: ProviderError) -> bool:
+    """True when the tier refused the request (4xx): retrying the job later will not fix it."""
+    return isinstance(err, PermanentProviderError) and not isinstance(err, BadAnswerError)

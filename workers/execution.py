@@ -26,9 +26,10 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     """Run one delivery of a job; returns what happened (claimed outcome or the finish outcome)."""
     structlog.contextvars.bind_contextvars(job_id=spec.id, task_id=task_id, attempt=dispatch)
     token = uuid.uuid4().hex
-    claimed = await rt.jobs.claim(spec.id, dispatch, token, rt.name)
+    claimed = await _claim_with_retry(rt, spec.id, dispatch, token)
     if claimed == "missing":
-        # A valid message whose record expired or was never written (e.g. sent by hand): adopt it.
+        # A valid message without a job record (expired after its result TTL, or sent by hand):
+        # there is no job to answer for, so it is acknowledged and skipped.
         log.warning("job_record_missing")
         return "missing"
     if claimed != "ok":
@@ -102,6 +103,21 @@ async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -
     await rt.jobs.finish_counters(ladder.counters, {"durable_retries": 1.0})
     log.info("job_deferred", delay_s=round(delay, 2), retries=retries, outcome=outcome)
     return f"deferred:{outcome}"
+
+
+async def _claim_with_retry(rt: Runtime, job_id: str, dispatch: int, token: str) -> str:
+    """Claim the job, riding out a Redis restart: failing here would ack a message never run."""
+    delay = 0.2
+    deadline = time.monotonic() + rt.settings.lease_s * 4
+    while True:
+        try:
+            return await rt.jobs.claim(job_id, dispatch, token, rt.name)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("claim_retry", error=str(exc), wait_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 async def _finish_with_retry(

@@ -24,7 +24,8 @@ async def beat_once(rt: Runtime) -> None:
     for job_id in lost:
         log.warning("lease_lost", job_id=job_id)
     now = time.time()
-    oldest = min((now - s for s in rt.running_since.values()), default=0.0)
+    # The longest-running job decides whether this worker is stalled.
+    oldest = max((now - s for s in rt.running_since.values()), default=0.0)
     pipe = rt.redis.pipeline(transaction=False)
     pipe.zadd(keys.WORKERS, {rt.name: now})
     pipe.hset(
@@ -39,6 +40,9 @@ async def beat_once(rt: Runtime) -> None:
             "last_progress": rt.last_progress,
             "oldest_job_s": round(oldest, 3),
             "concurrency": rt.settings.worker_concurrency,
+            # Readers judge this worker by its own timings, not by their settings.
+            "heartbeat_s": rt.settings.heartbeat_s,
+            "job_deadline_s": rt.settings.job_deadline_s,
         },
     )
     pipe.expire(keys.worker(rt.name), WORKER_RECORD_TTL_S)

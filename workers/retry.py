@@ -1,7 +1,9 @@
 """Bounded retries for one tier (tenacity): full-jitter backoff, Retry-After honoured, a sleep budget.
 
-A wait the tier cannot afford (a long Retry-After, or backoff past the budget) stops the
-retries so the ladder moves to the next tier instead of holding a worker slot asleep.
+A wait the tier cannot afford (a Retry-After longer than the budget, or backoff that would
+take the tier's total sleep past it) stops the retries without sleeping, so the ladder moves
+on to the next tier instead of holding a worker slot asleep. Sleep is injected so tests
+record the waits rather than sleep through them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from core.errors import RateLimitedError, TransientProviderError
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
+# A single try: for the half-open probe, which must be exactly one request.
+ONE_TRY = RetryPolicy(max_attempts=1, base_s=0.0, cap_s=0.0, budget_s=0.0)
+
 
 class _Wait:
-    """Full-jitter exponential backoff, or the provider's Retry-After when it gave one."""
+    """Full-jitter exponential backoff, or the provider's Retry-After (plus a little jitter)."""
 
     def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
         self.policy = policy
@@ -30,13 +35,14 @@ class _Wait:
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimitedError) and exc.retry_after_s is not None:
-            return exc.retry_after_s
+            # Never sooner than asked; the jitter keeps every worker from retrying in the same ms.
+            return exc.retry_after_s + self.rng.uniform(0, self.policy.base_s)
         ceiling = min(self.policy.cap_s, self.policy.base_s * 2 ** (state.attempt_number - 1))
         return self.rng.uniform(0, ceiling)
 
 
 class _Stop:
-    """Stop after max_attempts, or when the next wait would overrun the tier's sleep budget."""
+    """Stop after max_attempts, or when the next wait would take the tier's sleep past its budget."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -75,3 +81,14 @@ async def with_retries(
         reraise=True,
     )
     return await retrying(call)
+
+
+def stop_reason(err: BaseException, policy: RetryPolicy, attempts: int) -> str:
+    """Why the tier gave up after its last failed attempt (for the attempt log)."""
+    if not isinstance(err, TransientProviderError):
+        return "not_retryable"
+    if attempts >= policy.max_attempts:
+        return "attempts_exhausted"
+    if isinstance(err, RateLimitedError) and (err.retry_after_s or 0.0) > policy.budget_s:
+        return "retry_after_over_budget"
+    return "over_budget"

@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos run: `askq bench`, `askq chaos` and the baselines they measure against."""

@@ -1,0 +1,221 @@
+"""The HTTP API contract: auth, 422 shapes, size limits, batch idempotency, long-poll, dead letters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from askq.stack import Stack
+from config.settings import ApiSettings, Settings
+from core.errors import ConfigError, InvalidJobError
+from core.job import JobState
+from core.redisserver import free_port
+from producers.api import check_exposure, create_app
+from producers.client import Client
+from producers.httpclient import HttpClient, JobClient
+from sim.answers import answer_for
+from tests.conftest import wait_for, wait_workers
+
+TOKEN = "test-token-1"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    api = ApiSettings(tokens=[TOKEN], max_batch=5, max_body_bytes=20_000)
+    return settings.model_copy(update={"api": api})
+
+
+@pytest.fixture
+def api(api_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings), headers=AUTH) as client:
+        yield client
+
+
+def nothing_enqueued(r: redis.Redis, settings: Settings) -> bool:
+    return r.llen(settings.queue) == 0 and r.zcard("askq:pending") == 0
+
+
+def test_every_job_route_refuses_a_missing_or_wrong_token(api_settings: Settings, r: redis.Redis) -> None:
+    anonymous = TestClient(create_app(api_settings))
+    for method, path in [("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/result"),
+                         ("GET", "/v1/dead-letters"), ("DELETE", "/v1/dead-letters"), ("GET", "/metrics")]:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+            reply = anonymous.request(method, path, headers=headers, json={"question": "hi"})
+            assert reply.status_code == 401, (method, path, headers)
+            assert reply.headers["www-authenticate"] == "Bearer"
+    assert nothing_enqueued(r, api_settings)
+    # Orchestrator probes need no token.
+    assert anonymous.get("/healthz").status_code == 200
+    assert anonymous.get("/readyz").status_code == 503  # no worker yet
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "problem"),
+    [
+        ({"question": ""}, "question", "at least 1 character"),
+        ({}, "question", "Field required"),
+        ({"question": "hi", "colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"question": "hi", "context": "not a list"}, "context", "valid list"),
+        ({"question": "x" * 8001}, "question", "limit is 8000"),
+        ({"question": "hi", "context": ["a"] * 21}, "context", "limit is 20"),
+        ({"jobs": [{"question": "ok"}, {"question": ""}]}, "jobs.1.question", "at least 1 character"),
+        ({"jobs": [{"question": "ok"}, {"question": "x" * 8001}]}, "jobs.1.question", "limit is 8000"),
+        ({"jobs": [{"question": "q"}] * 6}, "jobs", "6 jobs, limit is 5"),
+        ({"jobs": []}, "jobs", "at least 1 item"),
+        ([1, 2], "body", "valid dictionary"),
+    ],
+)
+def test_bad_input_gets_422_naming_the_field_and_enqueues_nothing(
+    api: TestClient, r: redis.Redis, api_settings: Settings, body: Any, field: str, problem: str
+) -> None:
+    reply = api.post("/v1/jobs", json=body)
+    assert reply.status_code == 422, reply.text
+    detail = reply.json()["detail"]
+    assert any(d["field"] == field and problem in d["problem"] for d in detail), detail
+    assert field in reply.json()["message"]
+    assert nothing_enqueued(r, api_settings)
+
+
+def test_invalid_json_and_oversized_bodies_are_refused(api: TestClient, r: redis.Redis,
+                                                       api_settings: Settings) -> None:
+    reply = api.post("/v1/jobs", content=b'{"question": ', headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422
+    assert "not valid JSON" in reply.json()["message"]
+    reply = api.post("/v1/jobs", json={"question": "y" * 25_000})
+    assert reply.status_code == 413
+    assert "limit" in reply.json()["detail"]
+    reply = api.get("/v1/jobs/x/result", params={"wait": 10_000})
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["field"] == "wait"
+    assert nothing_enqueued(r, api_settings)
+
+
+def test_batch_honours_idempotency_keys(api: TestClient, r: redis.Redis, api_settings: Settings) -> None:
+    batch = {"jobs": [{"question": "Where is order 1?", "idempotency_key": "order-1"},
+                      {"question": "Where is order 2?", "idempotency_key": "order-2"},
+                      {"question": "Where is order 1?", "idempotency_key": "order-1"},
+                      {"question": "No key"}]}
+    first = api.post("/v1/jobs", json=batch)
+    assert first.status_code == 202
+    jobs = first.json()["jobs"]
+    assert [j["created"] for j in jobs] == [True, True, False, True]
+    assert jobs[0]["id"] == jobs[2]["id"]
+    again = api.post("/v1/jobs", json=batch).json()["jobs"]
+    assert [j["id"] for j in again[:3]] == [j["id"] for j in jobs[:3]]
+    assert [j["created"] for j in again] == [False, False, False, True]
+    # Keyed jobs were enqueued once each; the two unkeyed submissions are two jobs.
+    assert r.llen(api_settings.queue) == 4
+    single = api.post("/v1/jobs", json={"question": "Where is order 2?", "idempotency_key": "order-2"})
+    assert single.status_code == 200
+    assert single.json() == {"id": jobs[1]["id"], "created": False}
+
+
+def test_long_poll_returns_when_the_job_finishes(api: TestClient, stack: Stack, r: redis.Redis) -> None:
+    job_id = api.post("/v1/jobs", json={"question": "How do I reset my password?"}).json()["id"]
+    early = api.get(f"/v1/jobs/{job_id}/result", params={"wait": 0.3})
+    assert early.status_code == 202
+    assert early.json()["state"] == "queued"
+    stack.start_worker(concurrency=5)
+    reply = api.get(f"/v1/jobs/{job_id}/result", params={"wait": 60})
+    assert reply.status_code == 200
+    view = reply.json()
+    assert view["state"] == "succeeded"
+    assert view["result"]["answer"] == answer_for("How do I reset my password?", "primary")
+    assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "succeeded"
+    assert api.get("/v1/jobs/nope").status_code == 404
+    wait_workers(r, 1)
+    ready = api.get("/readyz").json()
+    assert ready["ready"] is True and ready["workers_alive"] >= 1
+
+
+def test_no_tokens_means_loopback_only(stack: Stack) -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+    check_exposure(settings, "127.0.0.1")
+    check_exposure(settings, "::1")
+    with pytest.raises(ConfigError, match="without tokens"):
+        check_exposure(settings, "0.0.0.0")
+    out = subprocess.run([sys.executable, "-m", "askq", "api", "--host", "0.0.0.0", "--port", str(free_port())],
+                         env=stack.env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "without tokens" in out.stderr
+
+
+@pytest.fixture
+def api_server(stack: Stack) -> Iterator[str]:
+    """`askq api` as a real uvicorn process on a free port."""
+    port = free_port()
+    env = stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port))
+    log = open(stack.var_dir / "api.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "askq", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 60, what="askq api to answer")
+    yield url
+    proc.terminate()
+    proc.wait(15)
+
+
+def _round_trip(client: JobClient) -> None:
+    """What a service does with either client: submit, wait, and handle a dead letter."""
+    job_id = client.submit("Can I change my delivery address?", idempotency_key="addr-1")
+    assert client.submit("Can I change my delivery address?", idempotency_key="addr-1") == job_id
+    ids = client.submit_many([{"question": "Do you ship abroad?"}, {"question": "Is there a warranty?"}])
+    for one in [job_id, *ids]:
+        assert client.wait(one, timeout=60).state is JobState.SUCCEEDED
+    with pytest.raises(InvalidJobError, match="question"):
+        client.submit("")
+    dead_id = client.submit("Please answer [[sim:bad_request]]")
+    assert client.wait(dead_id, timeout=60).state is JobState.DEAD
+    records = client.dead_letters()
+    assert [d.id for d in records] == [dead_id]
+    assert client.dead_letter(dead_id).reason.value == "permanent_error"
+    assert client.replay(dead_id) == "ok"
+    assert client.wait(dead_id, timeout=60).state is JobState.DEAD  # refused again, dead-lettered again
+    assert [d.id for d in client.dead_letters()] == [dead_id]
+    assert client.purge_dead_letters() == 1
+    assert client.dead_letters() == []
+
+
+def test_http_client_and_broker_client_behave_the_same(
+    api_server: str, stack: Stack, r: redis.Redis, settings: Settings
+) -> None:
+    stack.start_worker(concurrency=10)
+    wait_workers(r, 1)
+    http = HttpClient(api_server, token=TOKEN)
+    _round_trip(http)
+    http.close()
+    r.flushall()
+    wait_workers(r, 1)
+    broker = Client(settings)
+    _round_trip(broker)
+    broker.close()
+    with pytest.raises(ConfigError, match="token"):
+        HttpClient(api_server, token="wrong").get("x")
+
+
+def test_openapi_schema_is_served_and_describes_the_routes(api: TestClient) -> None:
+    schema = api.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/dead-letters",
+            "/v1/dead-letters/{record_id}", "/v1/dead-letters/{record_id}/replay", "/v1/dead-letters/replay",
+            "/healthz", "/readyz", "/metrics"} <= paths
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/BatchIn"} in body["anyOf"]
+    assert "JobIn" in schema["components"]["schemas"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

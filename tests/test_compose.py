@@ -1,0 +1,74 @@
+"""docker-compose.yml: valid against the Compose specification, and every command is a real askq command.
+
+The Compose specification's JSON schema is vendored in tests/data/ (from the check-jsonschema
+package on PyPI, Apache-2.0, licence beside it), so the check runs offline and without Docker.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from askq.cli import parse_command
+from config.settings import _unknown_env_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+ASKQ_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == "askq:latest"}
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(COMPOSE), key=lambda e: list(e.absolute_path))
+    assert [f"{list(e.absolute_path)}: {e.message}" for e in errors] == []
+
+
+def test_every_askq_service_runs_a_real_askq_command() -> None:
+    assert set(ASKQ_SERVICES) == {"worker", "api", "flower", "simulator"}
+    for name, service in ASKQ_SERVICES.items():
+        command = service["command"]
+        assert command[0] == "askq", name
+        args = parse_command(command[1:])  # SystemExit here means not an askq command
+        assert callable(args.func), name
+        test = service.get("healthcheck", {}).get("test", [])
+        if test[:2] == ["CMD", "askq"]:
+            parse_command(test[2:])
+
+
+@pytest.mark.parametrize("check", ["health", "/readyz"])
+def test_health_checks_use_askq_health_and_readyz(check: str) -> None:
+    tests = [" ".join(s["healthcheck"]["test"]) for s in ASKQ_SERVICES.values() if "healthcheck" in s]
+    assert any(check in test for test in tests)
+    assert "healthcheck" in SERVICES["worker"] and "healthcheck" in SERVICES["api"]
+
+
+def test_redis_is_durable_password_protected_and_never_evicts() -> None:
+    redis = SERVICES["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert '--requirepass "$$REDIS_PASSWORD"' in command
+    assert redis["volumes"]
+    assert SERVICES["worker"]["deploy"]["replicas"] >= 2
+    assert SERVICES["simulator"]["profiles"] == ["dev"]
+
+
+def test_secrets_come_from_the_env_file_and_its_example_holds_only_known_settings() -> None:
+    for name, service in SERVICES.items():
+        assert service["env_file"] == "askq.env", name
+        assert "environment" not in service, f"{name}: secrets belong in askq.env"
+    example = {}
+    for line in (ROOT / "askq.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            example[key] = value
+    assert _unknown_env_keys(example) == []
+    assert {"REDIS_PASSWORD", "ASKQ_REDIS_URL", "ASKQ_API__TOKENS", "ASKQ_FLOWER__USER",
+            "ASKQ_FLOWER__PASSWORD"} <= set(example)

@@ -1,0 +1,158 @@
+"""Dead letters, replay, durable retry and result upgrades, as operators and producers rely on them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+
+import redis
+import redis.asyncio as aredis
+
+from askq.stack import Stack
+from config.settings import Settings
+from core import keys
+from core.deadletter import DeadLetterQueue
+from core.job import DeadReason, JobState, Result
+from producers.client import Client
+from tests.conftest import Sim, wait_for, wait_workers
+from workers.jobstate import JobState as WorkerJobState
+
+ALL_FAIL = {"kind": "bad_request"}
+
+
+def test_double_replay_runs_once(stack: Stack, r: redis.Redis, settings: Settings, sim: Sim) -> None:
+    sim.configure({"latency_s": 0.02, "faults": [ALL_FAIL]})
+    stack.start_worker(concurrency=4)
+    wait_workers(r, 1)
+    client = Client(settings)
+    job_id = client.submit("How do I cancel my subscription?", idempotency_key="cancel-1")
+    dead = client.wait(job_id, timeout=30)
+    assert dead.state is JobState.DEAD and dead.reason is DeadReason.PERMANENT_ERROR
+    record = client.dead_letter(job_id)
+    assert record.payload is not None and record.payload["question"] == "How do I cancel my subscription?"
+    assert record.error and record.dead_at >= record.created  # type: ignore[operator]
+    sim.configure({"latency_s": 0.3})  # healthy again; slow enough that both replays race one run
+    outcomes: list[str] = []
+    threads = [threading.Thread(target=lambda: outcomes.append(client.replay(job_id))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["not_dead", "ok"]
+    assert client.replay(job_id) == "not_dead"
+    view = client.wait(job_id, timeout=30)
+    assert view.state is JobState.SUCCEEDED
+    time.sleep(1.0)  # let any second run, if one had been enqueued, reach the simulator
+    assert sim.requests("primary") == 1
+    assert int(r.hget(keys.job(job_id), "result_writes") or 0) == 1
+    assert client.dead_letters() == []
+
+
+def test_durable_retry_reruns_later_then_exhausts(stack: Stack, r: redis.Redis, settings: Settings, sim: Sim) -> None:
+    # Every tier fails transiently for the first seconds, then recovers.
+    sim.configure({"latency_s": 0.02, "faults": [{"kind": "server_error", "status": 503, "window": [0, 4]}]})
+    env = {"ASKQ_ON_EXHAUSTED": "retry", "ASKQ_DURABLE_RETRY_BASE_S": "2", "ASKQ_DURABLE_RETRY_CAP_S": "3",
+           "ASKQ_CACHE_ENABLED": "false"}
+    stack.start_worker(concurrency=4, **env)
+    wait_workers(r, 1)
+    client = Client(settings)
+    job_id = client.submit("Is my refund on its way?")
+    wait_for(lambda: client.get(job_id).state is JobState.RETRYING, 30, what="job retrying")
+    assert r.zscore(keys.RETRIES, job_id) is not None
+    view = client.wait(job_id, timeout=40)
+    assert view.state is JobState.SUCCEEDED
+    assert view.result is not None and not view.result.degraded
+    assert int(r.hget(keys.job(job_id), "retries") or 0) >= 1
+    assert int(r.hget(keys.job(job_id), "result_writes") or 0) == 1
+
+    # Beyond max_job_age_s a failing job is dead-lettered as exhausted instead of retried again.
+    stack.stop()
+    r.delete(keys.WORKERS)
+    sim.configure({"latency_s": 0.02, "faults": [{"kind": "server_error", "status": 503}]})
+    stack.start_worker(concurrency=4, ASKQ_MAX_JOB_AGE_S="3", **env)
+    wait_workers(r, 1)
+    old = client.submit("Where is my invoice?")
+    dead = client.wait(old, timeout=40)
+    assert dead.state is JobState.DEAD and dead.reason is DeadReason.EXHAUSTED
+    assert client.dead_letter(old).reason is DeadReason.EXHAUSTED
+
+
+def test_degraded_result_is_upgraded_never_downgraded(settings: Settings, r: redis.Redis) -> None:
+    client = Client(settings)
+    job_id = client.submit("What is your returns policy?")
+
+    def result(source: str, degraded: bool) -> Result:
+        now = time.time()
+        return Result(job_id=job_id, answer=f"from {source}", source=source, degraded=degraded,
+                      started=now, finished=now)
+
+    async def scenario() -> list[str]:
+        ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
+        jobs = WorkerJobState(ar, settings)
+        token = uuid.uuid4().hex
+        assert await jobs.claim(job_id, 1, token, "test:1") == "ok"
+        out = [await jobs.finish(result("default", True), token, Counter(), {})]
+        # Late runs (a resumed worker, a Celery redelivery) hold no lease on the job now.
+        out.append(await jobs.finish(result("cache", True), uuid.uuid4().hex, Counter(), {}))
+        out.append(await jobs.finish(result("primary", False), uuid.uuid4().hex, Counter(), {}))
+        out.append(await jobs.finish(result("default", True), uuid.uuid4().hex, Counter(), {}))
+        out.append(await jobs.finish(result("secondary", False), uuid.uuid4().hex, Counter(), {}))
+        await ar.aclose()
+        return out
+
+    assert asyncio.run(scenario()) == ["ok", "exists", "upgraded", "exists", "exists"]
+    view = client.get(job_id)
+    assert view.result is not None and view.result.source == "primary" and not view.result.degraded
+    assert r.hget(keys.job(job_id), "result_writes") == "1"
+    assert r.hget(keys.job(job_id), "upgrades") == "1"
+
+
+def test_dead_letters_are_trimmed_by_count_and_age(settings: Settings, r: redis.Redis) -> None:
+    dlq = DeadLetterQueue(r, settings.model_copy(update={"dlq_max_records": 3}))
+    ids = []
+    for i in range(5):
+        ids.append(uuid.uuid4().hex)
+        dlq.kill(ids[-1], DeadReason.PERMANENT_ERROR, f"error {i}", payload={"id": ids[-1], "question": "q"})
+        time.sleep(0.01)
+    assert dlq.count() == 3
+    assert [d.id for d in dlq.list()] == ids[:1:-1]  # newest first, the two oldest gone
+    assert not r.exists(keys.dead_letter(ids[0]))
+    assert dlq.trim(now=time.time() + settings.dlq_max_age_s + 1) == 3
+    assert dlq.count() == 0 and not r.exists(keys.dead_letter(ids[-1]))
+
+
+def test_dlq_cli_list_show_replay_and_purge_asks_first(stack: Stack, settings: Settings, r: redis.Redis) -> None:
+    dlq = DeadLetterQueue(r, settings)
+    client = Client(settings)
+    job_id = client.submit("Do you price match?")
+    for reason in (DeadReason.PERMANENT_ERROR, DeadReason.INVALID_PAYLOAD):
+        dlq.kill(job_id if reason is DeadReason.PERMANENT_ERROR else None, reason, f"boom {reason}",
+                 payload=json.loads(str(r.hget(keys.job(job_id), "payload"))))
+    env = stack.env()
+
+    def askq(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "askq", "dlq", *args], env=env, input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    listed = json.loads(askq("list", "--reason", "permanent_error", "--json").stdout)
+    assert [(d["id"], d["reason"]) for d in listed] == [(job_id, "permanent_error")]
+    assert len(json.loads(askq("list", "--json", "--since", "60").stdout)) == 2
+    shown = json.loads(askq("show", job_id).stdout)
+    assert shown["reason"] == "permanent_error" and shown["payload"]["question"] == "Do you price match?"
+    assert askq("purge", stdin="n\n").returncode == 1
+    assert dlq.count() == 2
+    assert askq("purge", "--reason", "invalid_payload", stdin="").returncode == 1  # no answer means no
+    assert askq("replay", job_id).stdout.split() == [job_id, "ok"]
+    assert askq("replay", job_id).stdout.split() == [job_id, "not_dead"]
+    assert client.get(job_id).state is JobState.QUEUED
+    assert askq("purge", stdin="y\n").stdout.strip() == "1"
+    dlq.kill(None, DeadReason.INVALID_PAYLOAD, "again", raw="x")
+    purged = askq("purge", "--yes")
+    assert purged.returncode == 0 and purged.stdout.strip() == "1"
+    assert dlq.count() == 0
