@@ -51,7 +51,7 @@ def cmd_redis(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from askq.demo import run_demo
 
-    return run_demo(jobs=args.jobs, as_json=args.json, workers=args.workers)
+    return run_demo(jobs=args.jobs, as_json=args.json, workers=args.workers, keep_running=args.keep_running)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--keep-running", action="store_true", help="keep the stack (and Flower) up after the summary")
     p.set_defaults(func=cmd_demo)
 
     from pathlib import Path

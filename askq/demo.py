@@ -8,7 +8,9 @@ and stops everything it started, Ctrl-C included.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import signal
 import statistics
 import time
@@ -29,6 +31,7 @@ from core.connection import connect
 from core.errors import AskqError
 from core.health import check_health
 from core.job import JobView
+from core.redisserver import free_port
 from core.stats import read_counters
 from producers.cli import read_jobs_file
 from producers.client import Client
@@ -39,9 +42,9 @@ DEMO_FAULTS: dict[str, Any] = {
     "models": {
         "primary": {
             "faults": [
-                {"kind": "rate_limit", "probability": 0.04, "retry_after_s": 1},
-                {"kind": "server_error", "status": 503, "probability": 0.04},
-                {"kind": "reset", "probability": 0.02},
+                {"kind": "rate_limit", "probability": 0.02, "retry_after_s": 1},
+                {"kind": "server_error", "status": 503, "probability": 0.02},
+                {"kind": "reset", "probability": 0.01},
                 # The primary goes down for a while: its breaker opens and the secondary answers.
                 {"kind": "server_error", "status": 500, "window": [1, 3]},
             ]
@@ -52,7 +55,7 @@ DEMO_FAULTS: dict[str, Any] = {
 
 
 CHUNK = 20
-CHUNK_INTERVAL_S = 0.7
+CHUNK_INTERVAL_S = 1.0
 
 
 def questions_file() -> Path:
@@ -96,6 +99,7 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
     latencies = sorted(v.result.latency_s for v in views.values() if v is not None and v.result is not None)
     dead_reasons = Counter(v.reason.value for v in views.values() if v is not None and v.reason is not None)
     terminal = states["succeeded"] + states["dead"]
+    health = check_health(client.redis, client.settings.health.window_s)
     return {
         "submitted": len(ids),
         "succeeded": states["succeeded"],
@@ -115,7 +119,13 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "latency_p50_s": round(_percentile(latencies, 50), 3),
         "latency_p95_s": round(_percentile(latencies, 95), 3),
         # The verdict `askq health` would give now: the alert thresholds over the recent window.
-        "health": check_health(client.redis, client.settings.health.window_s).status,
+        "health": health.status,
+        # Which checks are past their thresholds, and by how much.
+        "health_detail": {
+            c.name: f"{c.value:.1f} {c.unit} ({c.status}; {c.thresholds})"
+            for c in health.checks
+            if c.status not in ("healthy", "info") and c.value is not None
+        },
     }
 
 
@@ -131,6 +141,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for key, value in summary.get("extra", {}).items():
         table.add_row(key, str(value))
     table.add_row("health", str(summary["health"]))
+    for name, value in summary["health_detail"].items():
+        table.add_row(f"  {name}", str(value))
     Console().print(table)
 
 
@@ -144,7 +156,18 @@ def _wait_for_workers(client: Client, count: int, timeout_s: float = 60.0) -> No
     raise AskqError(f"workers did not start within {timeout_s:.0f}s; see var/demo/worker*.log")
 
 
-def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s: float = 300.0) -> int:
+def _start_flower(stack: Stack) -> str:
+    """Start Flower on this stack with fresh credentials; returns the line that tells the operator."""
+    port = free_port()
+    password = secrets.token_urlsafe(12)
+    stack.start_service("flower", ["flower", "--port", str(port)],
+                        ASKQ_FLOWER__USER="askq", ASKQ_FLOWER__PASSWORD=password)
+    return f"Flower: http://127.0.0.1:{port}  user askq  password {password}"
+
+
+def run_demo(
+    jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s: float = 300.0, keep_running: bool = False
+) -> int:
     settings = load_settings()
     items = read_jobs_file(questions_file())
     batch = [items[i % len(items)] | {"metadata": {"n": i}} for i in range(jobs)]
@@ -162,6 +185,8 @@ def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s
         stack.start_sim(DEMO_FAULTS, latency_s=0.3, jitter_s=0.2, seed=7)
         for _ in range(workers):
             stack.start_worker(concurrency=100)
+        flower = _start_flower(stack)
+        console.print(flower)
         _wait_for_workers(client, workers)
         before = read_counters(client.redis)
         ids: list[str] = []
@@ -185,8 +210,14 @@ def run_demo(jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s
                 time.sleep(0.25)
         summary = summarize(client, ids, before)
         client.close()
-    if as_json:
-        print(json.dumps(summary, sort_keys=True))
-    else:
-        print_summary(summary)
+        if as_json:
+            print(json.dumps(summary, sort_keys=True))
+        else:
+            print_summary(summary)
+            console.print(flower)
+        if keep_running:
+            console.print("the stack keeps running; Ctrl-C stops everything")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
     return 0 if summary["lost"] == 0 else 1

@@ -30,6 +30,8 @@ class Stack:
         self.sim: subprocess.Popen[str] | None = None
         self.sim_url = ""
         self.workers: list[subprocess.Popen[bytes]] = []
+        # Other services of the stack (Flower, the API): stopped with everything else.
+        self.services: list[subprocess.Popen[bytes]] = []
         self.extra_env = dict(env or {})
 
     def start_redis(self) -> str:
@@ -80,6 +82,15 @@ class Stack:
         self.workers.append(proc)
         return proc
 
+    def start_service(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        """Start another askq command (`askq flower`, `askq api`) against this stack's Redis."""
+        log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([sys.executable, "-m", "askq", *args], env=self.env(**env), stdout=log,
+                                stderr=subprocess.STDOUT)
+        log.close()
+        self.services.append(proc)
+        return proc
+
     def kill_worker(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         if proc.poll() is None:
             proc.send_signal(sig)
@@ -91,6 +102,9 @@ class Stack:
                     proc.wait()
 
     def stop(self) -> None:
+        for proc in self.services:
+            if proc.poll() is None:
+                proc.terminate()
         for proc in self.workers:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -103,6 +117,13 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.workers.clear()
+        for proc in self.services:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.services.clear()
         if self.sim and self.sim.poll() is None:
             self.sim.terminate()
             try:

@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from core import keys
 from core.errors import InvalidJobError
 from core.job import DeadReason, JobView
 from core.liveness import list_workers
 from core.stats import read_counters
 from producers.client import Client
+from producers.report import jobs_table, providers_table
 
 console = Console(stderr=True)
 
@@ -75,9 +77,38 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    view = Client().wait(args.job_id, timeout=args.timeout)
-    _print_view(view)
-    return 0 if view.state == "succeeded" else 1
+    client = Client()
+    ids = list(args.job_ids)
+    if args.file:
+        source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115 - closed below
+        with source:
+            ids += [line.strip() for line in source if line.strip()]
+    if not ids:
+        raise InvalidJobError("give job ids, or --file FILE (one id per line; - for stdin)")
+    if len(ids) == 1:
+        view = client.wait(ids[0], timeout=args.timeout)
+        _print_view(view)
+        return 0 if view.state == "succeeded" else 1
+    views = _wait_many(client, ids, args.timeout)
+    for job_id in ids:
+        print(views[job_id].model_dump_json() if job_id in views else json.dumps({"id": job_id, "state": "unknown"}))
+    return 0 if all(v.state == "succeeded" for v in views.values()) and len(views) == len(ids) else 1
+
+
+def _wait_many(client: Client, ids: list[str], timeout: float) -> dict[str, JobView]:
+    """Poll many jobs with a progress bar until all are terminal or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    views: dict[str, JobView] = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("waiting", total=len(ids))
+        while True:
+            found = client.store.get_many(ids)
+            views = {k: v for k, v in found.items() if v is not None}
+            done = sum(1 for v in views.values() if v.state.terminal)
+            progress.update(task, completed=done)
+            if done == len(ids) or time.monotonic() >= deadline:
+                return views
+            time.sleep(0.25)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -132,12 +163,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(counters, sort_keys=True))
         return 0
-    table = Table("counter", "value", title="askq stats")
-    for name in sorted(counters):
-        table.add_row(name, str(counters[name]))
-    table.add_row("pending jobs", str(client.store.pending_count()))
-    table.add_row("dead letters", str(client.dlq.count()))
-    Console().print(table)
+    names = [p.name for p in client.settings.providers]
+    pipe = client.redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hget(keys.breaker(name), "state")
+    pipe.llen(client.settings.queue)
+    *states, depth = pipe.execute()
+    console_out = Console()
+    console_out.print(jobs_table(counters, client.store.pending_count(), int(depth), client.dlq.count()))
+    console_out.print(providers_table(counters, {n: str(s or "closed") for n, s in zip(names, states, strict=True)}))
     return 0
 
 
@@ -170,8 +204,9 @@ def register(sub: Any) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("wait", help="wait for a job to finish and show it")
-    p.add_argument("job_id")
+    p = sub.add_parser("wait", help="wait for jobs to finish and show them (a progress bar for many)")
+    p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    p.add_argument("--file", help="file of job ids, one per line (- for stdin), e.g. the output of submit --file")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(func=cmd_wait)
 

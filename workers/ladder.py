@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import redis
 import structlog
 
 from config.settings import Settings
@@ -96,7 +97,11 @@ class Ladder:
                 caller_only = caller_only and caller_fault(exc)
                 continue
             result.outcome, result.answer, result.source = "answered", answer, chain.provider.name
-            await self._succeeded(chain, spec, answer, run)
+            try:
+                await self._succeeded(chain, spec, answer, run)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Bookkeeping only: the answer is good and the result write rides out the outage.
+                log.warning("success_bookkeeping_failed", provider=chain.provider.name, error=str(exc))
             return result
         if caller_only:
             result.outcome = "permanent"
