@@ -21,12 +21,14 @@ return 1
 # KEYS: job, leases   ARGV: dispatch, token, worker, now, lease_until, job_id
 # Returns ok | missing | terminal | stale | busy.
 CLAIM = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until')
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until', 'lease')
 local state = h[1]
 if not state then return 'missing' end
 if state == 'succeeded' or state == 'dead' then return 'terminal' end
 if tonumber(h[2]) ~= tonumber(ARGV[1]) or state == 'retrying' then return 'stale' end
-if state == 'running' and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return 'busy' end
+-- The same token again is this caller retrying a claim whose reply it lost: it holds the job.
+local mine = h[4] == ARGV[2]
+if state == 'running' and not mine and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return 'busy' end
 redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[2], 'lease_until', ARGV[5],
            'worker', ARGV[3], 'updated', ARGV[4], 'started', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
@@ -107,7 +109,12 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1
            'delivery', ARGV[5], 'updated', ARGV[3], 'lease', '')
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
-redis.call('LPUSH', KEYS[3], ARGV[2])
+if ARGV[6] == 'retrying' then
+  redis.call('LPUSH', KEYS[3], ARGV[2])
+else
+  -- A reclaimed or lost job already waited its turn: it goes to the end served next (BRPOP).
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+end
 return 'ok'
 """
 
@@ -160,7 +167,7 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if h[1] == 'queued' and same and ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'dispatch', tonumber(ARGV[2]) + 1, 'updated', ARGV[4])
-  redis.call('LPUSH', KEYS[2], ARGV[3])
+  redis.call('RPUSH', KEYS[2], ARGV[3])
   return 'restored'
 end
 return 'dropped'
