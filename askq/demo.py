@@ -165,6 +165,13 @@ def _start_flower(stack: Stack) -> str:
     return f"Flower: http://127.0.0.1:{port}  user askq  password {password}"
 
 
+def _start_api(stack: Stack) -> str:
+    """Start the HTTP API on loopback (no token needed there); returns where to find it."""
+    port = free_port()
+    stack.start_service("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
+    return f"HTTP API: http://127.0.0.1:{port}/docs"
+
+
 def run_demo(
     jobs: int = 200, as_json: bool = False, workers: int = 2, timeout_s: float = 300.0, keep_running: bool = False
 ) -> int:
@@ -186,7 +193,9 @@ def run_demo(
         for _ in range(workers):
             stack.start_worker(concurrency=100)
         flower = _start_flower(stack)
+        api = _start_api(stack)
         console.print(flower)
+        console.print(api)
         _wait_for_workers(client, workers)
         before = read_counters(client.redis)
         ids: list[str] = []
@@ -215,6 +224,7 @@ def run_demo(
         else:
             print_summary(summary)
             console.print(flower)
+            console.print(api)
         if keep_running:
             console.print("the stack keeps running; Ctrl-C stops everything")
             with contextlib.suppress(KeyboardInterrupt):

@@ -32,6 +32,9 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         # Other services of the stack (Flower, the API): stopped with everything else.
         self.services: list[subprocess.Popen[bytes]] = []
+        # Every askq command line this stack ran, written to launched.json: docker-compose.yml
+        # must only run commands the local stack really runs (tests/test_demo.py checks it).
+        self.launched: list[list[str]] = []
         self.extra_env = dict(env or {})
 
     def start_redis(self) -> str:
@@ -43,13 +46,15 @@ class Stack:
     def start_sim(self, faults: dict[str, Any] | None = None, latency_s: float = 0.05, jitter_s: float = 0.0,
                   seed: int | None = None) -> str:
         port = free_port()
-        args = [sys.executable, "-m", "sim", "--port", str(port), "--latency", str(latency_s),
+        # `askq sim`, the very command docker-compose.yml runs for its simulator service.
+        args = [sys.executable, "-m", "askq", "sim", "--port", str(port), "--latency", str(latency_s),
                 "--jitter", str(jitter_s)]
         if faults:
             args += ["--faults", json.dumps(faults)]
         if seed is not None:
             args += ["--seed", str(seed)]
         log = open(self.var_dir / "sim.log", "a")  # noqa: SIM115 - handed to the child
+        self._record(args)
         self.sim = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         assert self.sim.stdout is not None
@@ -77,6 +82,7 @@ class Stack:
         args = [sys.executable, "-m", "askq", "worker", "--concurrency", str(concurrency),
                 "--name", name or f"w{index}-{os.getpid()}"]
         log = open(self.var_dir / f"worker{index}.log", "ab")  # noqa: SIM115 - handed to the child
+        self._record(args)
         proc = subprocess.Popen(args, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.workers.append(proc)
@@ -85,11 +91,16 @@ class Stack:
     def start_service(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         """Start another askq command (`askq flower`, `askq api`) against this stack's Redis."""
         log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        self._record([sys.executable, "-m", "askq", *args])
         proc = subprocess.Popen([sys.executable, "-m", "askq", *args], env=self.env(**env), stdout=log,
                                 stderr=subprocess.STDOUT)
         log.close()
         self.services.append(proc)
         return proc
+
+    def _record(self, args: list[str]) -> None:
+        self.launched.append(["askq", *args[3:]])
+        (self.var_dir / "launched.json").write_text(json.dumps(self.launched))
 
     def kill_worker(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         if proc.poll() is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -19,8 +19,23 @@ _SECRET_PATTERNS = (
 _SECRET_KEYS = frozenset({"api_key", "password", "token", "authorization", "secret"})
 
 
+# Secret values this process was configured with (api keys, tokens, passwords): masked
+# wherever they appear, whatever their shape. Filled by config.settings.load_settings.
+_KNOWN_SECRETS: set[str] = set()
+# Shorter values would mask ordinary words; such secrets are too weak to matter here anyway.
+_MIN_SECRET_LEN = 6
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values so scrub() masks them in any text."""
+    _KNOWN_SECRETS.update(v for v in values if len(v) >= _MIN_SECRET_LEN)
+
+
 def scrub(text: str) -> str:
-    """Return text with anything that looks like a credential replaced by ***."""
+    """Return text with configured secrets, and anything that looks like a credential, replaced by ***."""
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
         if pattern.groups >= 2:
             text = pattern.sub(r"\1***\2", text)

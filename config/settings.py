@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from config.logging import register_secrets
 from core.errors import ConfigError
 
 ENV_PREFIX = "ASKQ_"
@@ -161,8 +163,10 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
 
     # Celery task events (task-received/started/succeeded) for Flower's task views; each costs
-    # a Redis PUBLISH per task. Off saves worker CPU when nobody watches tasks in Flower.
-    task_events: bool = True
+    # a Redis PUBLISH per task. Off by default: a running Flower turns them on in every worker by
+    # itself (its `enable_events` broadcast, every 5 s by default), so they are paid for only
+    # while somebody watches. True sends them from the start.
+    task_events: bool = False
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
@@ -213,6 +217,31 @@ def load_settings(**overrides: Any) -> Settings:
     if unknown:
         raise ConfigError(f"unknown askq setting(s) in the environment: {', '.join(unknown)}")
     try:
-        return Settings(**overrides)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise ConfigError(f"invalid askq settings: {exc}") from exc
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        # Field and problem only: pydantic's own text echoes input values, api keys included.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid askq settings: {problems}") from None
+    except SettingsError as exc:  # a source could not parse a value (e.g. bad JSON); names the field only
+        raise ConfigError(f"invalid askq settings: {exc}") from None
+    register_secrets(settings_secrets(settings))
+    return settings
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value in the settings, so logs and records can mask them wherever they appear."""
+    found = [p.api_key.get_secret_value() for p in settings.providers]
+    if settings.redis_url is not None:
+        password = urlsplit(settings.redis_url.get_secret_value()).password
+        if password:
+            found.append(password)
+    for value in vars(settings).values():
+        if isinstance(value, BaseModel):
+            for field in vars(value).values():
+                if isinstance(field, SecretStr):
+                    found.append(field.get_secret_value())
+                elif isinstance(field, list | tuple):
+                    found += [x.get_secret_value() for x in field if isinstance(x, SecretStr)]
+    return found

@@ -60,14 +60,25 @@ class DeadLetterQueue:
 
         The job must be held by `token`, or, without a token, still be in `expect_state` at
         `expect_dispatch` (when given). An invalid message is recorded under its own id and
-        never touches a job it names: that job's stored payload was valid when submitted.
+        never touches a job it names, unless it is that job's own stored payload, refused
+        by a worker's limits: then the job itself is dead-lettered.
         """
         now = time.time()
         record_id = job_id if job_id and reason is not DeadReason.INVALID_PAYLOAD else uuid.uuid4().hex
         guard = (token, expect_state, "" if expect_dispatch is None else str(expect_dispatch))
+        if reason is DeadReason.INVALID_PAYLOAD and job_id and self._is_stored_payload(job_id, payload):
+            # The job's own message is refused (e.g. workers enforce a smaller limit than the
+            # producer did): the job itself is dead, or it would be re-sent and refused forever.
+            record_id, guard = job_id, ("", "queued", guard[2])
         outcome = self._write(record_id, job_id, reason, error, payload, raw, history, deliveries, guard, now)
         self.trim()
         return outcome
+
+    def _is_stored_payload(self, job_id: str, payload: dict[str, Any] | None) -> bool:
+        if payload is None:
+            return False
+        stored = self.redis.hget(keys.job(job_id), "payload")
+        return stored is not None and stored == json.dumps(payload, separators=(",", ":"))
 
     def _write(
         self,

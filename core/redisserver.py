@@ -7,6 +7,7 @@ processes on the machine find it instead of starting their own.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -153,9 +154,16 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
     found = discover(var_dir)
     if found:
         return found
-    server = EmbeddedRedis(var_dir).start(detach=True)
-    server.write_state(var_dir)
-    return server.url
+    # Two askq processes starting at once must agree on one server: look again under a lock.
+    Path(var_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(var_dir) / "redis.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = discover(var_dir)
+        if found:
+            return found
+        server = EmbeddedRedis(var_dir).start(detach=True)
+        server.write_state(var_dir)
+        return server.url
 
 
 def stop_detached(var_dir: Path) -> bool:

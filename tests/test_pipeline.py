@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
 
 from askq.stack import Stack
-from config.settings import Settings
+from config.settings import Settings, load_settings
 from core.errors import InvalidJobError
-from core.job import JobState
+from core.job import DeadReason, JobState
 from producers.client import Client
 from sim.answers import answer_for
 from tests.conftest import Sim, wait_workers
@@ -73,3 +74,18 @@ def test_cli_rejects_unknown_setting(stack: Stack) -> None:
     out = subprocess.run([sys.executable, "-m", "askq", "stats"], env=env, capture_output=True, text=True)
     assert out.returncode == 2
     assert "ASKQ_LEASE_SECONDS" in out.stderr
+
+
+def test_job_refused_by_worker_limits_is_dead_not_requeued(stack: Stack, r: redis.Redis, tmp_path: Path) -> None:
+    """A producer allowing longer questions than the workers: the job ends dead, once, never loops."""
+    stack.start_worker(concurrency=2)
+    wait_workers(r, 1)
+    lenient = load_settings(redis_url=stack.redis_url, var_dir=tmp_path, max_question_chars=20000)
+    client = Client(lenient)
+    job_id = client.submit("why? " * 1800)  # 9000 characters; workers allow 8000
+    view = client.wait(job_id, timeout=60)
+    assert view.state is JobState.DEAD
+    assert view.reason is DeadReason.INVALID_PAYLOAD
+    records = client.dead_letters(reason=DeadReason.INVALID_PAYLOAD)
+    assert [rec.id for rec in records] == [job_id]
+    assert "limit is 8000" in records[0].error

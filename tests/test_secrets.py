@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 
 from askq.stack import Stack
+from config.logging import scrub
 from config.settings import load_settings
+from core.errors import ConfigError
 from core.job import DeadReason, JobState
 from producers.client import Client
 from tests.conftest import Sim, wait_workers
 
-SECRET = "sk-askq-test-SECRET-0123456789"
+# No well-known shape (no "sk-" prefix): only masking the configured value itself can hide it.
+SECRET = "azure9f3c2b7d41e8a6c5SECRET"
 
 
 def test_rejected_api_key_never_leaks(stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path) -> None:
@@ -40,3 +44,15 @@ def test_rejected_api_key_never_leaks(stack: Stack, r: redis.Redis, sim: Sim, tm
     everything += [p.read_text(errors="replace") for p in stack.var_dir.glob("*.log")]
     assert any("401" in text or "unauthorized" in text.lower() for text in everything)
     assert not [text for text in everything if SECRET in text]
+
+
+def test_configured_secrets_are_masked_whatever_their_shape() -> None:
+    load_settings(providers=[{"name": "p", "base_url": "http://127.0.0.1:1/v1", "model": "m", "api_key": SECRET}])
+    assert SECRET not in scrub(f"provider said: Incorrect API key provided: {SECRET}.")
+
+
+def test_invalid_settings_error_never_echoes_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(providers=[{"name": "p", "base_url": "http://127.0.0.1:1/v1", "api_key": SECRET}])
+    assert "providers.0.model" in str(caught.value)
+    assert SECRET not in str(caught.value)
