@@ -16,10 +16,12 @@ COPY producers ./producers
 COPY workers ./workers
 COPY sim ./sim
 COPY bench ./bench
+# Every volume mount point (see docker-compose.yml) must exist here, owned by askq: Docker
+# creates a missing one root-owned, and askq could not write there (e.g. Flower's flower.db).
 RUN pip install . \
-    && useradd --system --uid 10001 --home-dir /app askq \
-    && mkdir -p /app/var \
-    && chown askq /app/var
+    && useradd --system --user-group --uid 10001 --home-dir /app askq \
+    && mkdir -p /app/var /app/var/flower \
+    && chown -R askq:askq /app/var
 
 USER askq
 CMD ["askq", "worker"]

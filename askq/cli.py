@@ -69,6 +69,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from producers.cli import positive_int
     from producers.cli import register as register_producers
 
     parser = argparse.ArgumentParser(prog="askq", description="A resilient LLM job queue.")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_ops(sub)
 
     p = sub.add_parser("worker", help="run a Celery worker (thread pool on a shared asyncio loop)")
-    p.add_argument("--concurrency", type=int, default=None, help="jobs in flight (default: worker_concurrency)")
+    p.add_argument("--concurrency", type=positive_int, default=None,
+                   help="jobs in flight (default: worker_concurrency)")
     p.add_argument("--pool", default="threads", choices=["threads", "solo"])
     p.add_argument("--name", help="worker name (Celery hostname prefix)")
     p.add_argument("--loglevel", default="warning")
@@ -94,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_redis)
 
     p = sub.add_parser("demo", help="run the whole stack on embedded defaults and answer a batch of questions")
-    p.add_argument("--jobs", type=int, default=200)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--jobs", type=positive_int, default=200, help="questions to answer (default 200)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--keep-running", action="store_true", help="keep the stack (and Flower) up after the summary")
     p.set_defaults(func=cmd_demo)
@@ -103,11 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     from pathlib import Path
 
     p = sub.add_parser("bench", help="measure askq against the textbook and the bare Celery worker")
-    p.add_argument("--jobs", type=int, default=3000)
+    p.add_argument("--jobs", type=positive_int, default=3000, help="jobs per timed run (default 3000)")
     p.add_argument("--latency", type=float, default=1.0, help="simulator latency per call, seconds")
-    p.add_argument("--concurrency", type=int, default=200, help="jobs in flight per worker process")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (askq and the bare baseline)")
-    p.add_argument("--textbook-jobs", type=int, default=40, help="jobs for the slow textbook baseline")
+    p.add_argument("--concurrency", type=positive_int, default=200, help="jobs in flight per worker process")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker processes (askq and the bare baseline)")
+    p.add_argument("--textbook-jobs", type=positive_int, default=40, help="jobs for the slow textbook baseline")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
     p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here")
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("chaos", help="kill, freeze and restart things under load; check nothing is lost")
-    p.add_argument("--jobs", type=int, default=5000)
+    p.add_argument("--jobs", type=positive_int, default=5000, help="jobs to push through the chaos (default 5000)")
     p.add_argument("--deadline", type=float, default=600.0, help="stop after this many seconds whatever happens")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     p.set_defaults(func=cmd_chaos)

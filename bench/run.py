@@ -24,6 +24,7 @@ from bench.workload import Figures, askq_timings, figures, make_specs, run_basel
 from config.settings import Settings, load_settings
 from core import keys
 from core.connection import connect
+from core.errors import BenchError
 from producers.client import Client
 
 console = Console(stderr=True)
@@ -46,7 +47,7 @@ def run_askq(stack: Stack, client: Client, workers: int, concurrency: int, jobs:
     procs = [stack.start_worker(concurrency=concurrency, name=f"bench{i}") for i in range(workers)]
     try:
         if not wait_until(lambda: r.zcard(keys.WORKERS) >= workers, 60):
-            raise RuntimeError(f"askq workers did not start; see {stack.var_dir}")
+            raise BenchError(f"askq workers did not start; see {stack.var_dir}")
         client.submit_many([{"question": s.question} for s in make_specs(warmup, f"warm{time.time()}")])
         wait_until(lambda: client.store.pending_count() == 0, 60)
         watch = ProcWatch([p.pid for p in procs]).start()

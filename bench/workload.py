@@ -16,6 +16,7 @@ from askq.stack import Stack
 from bench.baselines import DONE_KEY, READY_KEY
 from bench.measure import ProcWatch, percentile, wait_until
 from core import keys, message
+from core.errors import BenchError
 from core.job import JobSpec
 
 BASELINE_QUEUE = "bench"
@@ -106,7 +107,7 @@ def run_baseline(stack: Stack, r: redis.Redis, module: str, pool: str, workers: 
     procs = [start_baseline(stack, module, pool, concurrency, i) for i in range(workers)]
     try:
         if not wait_until(lambda: r.scard(READY_KEY) >= workers, 60):
-            raise RuntimeError(f"baseline {module} workers did not start; see {stack.var_dir}")
+            raise BenchError(f"baseline {module} workers did not start; see {stack.var_dir}")
         push_baseline(r, f"bench.{module}", make_specs(warmup, f"warm-{module}"))
         wait_until(lambda: r.llen(DONE_KEY) >= warmup, 60)
         r.delete(DONE_KEY)

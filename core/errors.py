@@ -6,6 +6,7 @@
      ├── JobNotFoundError             no job with that id
      ├── WaitTimeoutError             a job did not finish within the wait
      ├── EmbeddedRedisError           the embedded Redis server could not be started
+     ├── BenchError                   a benchmark or chaos run could not set up (e.g. workers did not start)
      └── ProviderError                an LLM tier gave no usable answer (provider, error_class)
           ├── TransientProviderError  retrying may help: 429, 408, 5xx, timeout, reset, bad body
           │    └── RateLimitedError   the provider asked to wait retry_after_s
@@ -44,6 +45,10 @@ class WaitTimeoutError(AskqError):
 
 class EmbeddedRedisError(AskqError):
     """The embedded Redis server could not be started."""
+
+
+class BenchError(AskqError):
+    """A benchmark or chaos run could not set up, e.g. its workers did not start."""
 
 
 class ProviderError(AskqError):

@@ -38,16 +38,27 @@ class DeadReason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
 
 
-class JobSpec(BaseModel):
-    """What a producer asks: the question and what goes with it (the message payload)."""
+class JobRequest(BaseModel):
+    """What a producer submits: the question and what goes with it, before askq gives it an id."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     question: str = Field(min_length=1)
     context: list[str] = Field(default_factory=list)
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
     metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+# The one list of fields a producer may give (client, CLI file, HTTP API all check against it).
+SUBMIT_FIELDS: tuple[str, ...] = tuple(JobRequest.model_fields)
+
+
+class JobSpec(JobRequest):
+    """What a producer asks plus its id and creation time (the message payload)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     created: float
 
     @classmethod

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from core import keys
 from core.errors import InvalidJobError
-from core.job import DeadReason, JobView
+from core.job import SUBMIT_FIELDS, DeadReason, JobView
 from core.liveness import list_workers
 from core.stats import read_counters
 from producers.client import Client
@@ -40,15 +40,46 @@ def read_jobs_file(path: Path) -> list[dict[str, Any]]:
             raise InvalidJobError(f"{path}:{number}: not valid JSON ({exc})") from None
         if not isinstance(item, dict) or "question" not in item:
             raise InvalidJobError(f'{path}:{number}: expected an object with a "question" field')
-        allowed = {"question", "context", "idempotency_key", "metadata"}
-        extra = set(item) - allowed
+        extra = set(item) - set(SUBMIT_FIELDS)
         if extra:
-            raise InvalidJobError(f"{path}:{number}: unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            raise InvalidJobError(
+                f"{path}:{number}: unknown field(s) {sorted(extra)}; allowed: {sorted(SUBMIT_FIELDS)}"
+            )
         jobs.append(item)
     return jobs
 
 
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, refused with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_metadata(text: str | None) -> dict[str, Any] | None:
+    """The --metadata JSON object, or InvalidJobError saying what is wrong with the text."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidJobError(f"--metadata: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise InvalidJobError(f"--metadata: expected a JSON object such as '{{\"team\": \"billing\"}}', got {kind}")
+    return value
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    metadata = parse_metadata(args.metadata)  # checked before anything connects
     client = Client()
     if args.file:
         jobs = read_jobs_file(Path(args.file))
@@ -64,7 +95,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     if not args.question:
         raise InvalidJobError('give a question, or --file questions.jsonl')
-    metadata = json.loads(args.metadata) if args.metadata else None
     job_id = client.submit(args.question, context=args.context, idempotency_key=args.key,
                            metadata=metadata, derive_key=args.derive_key)
     print(job_id)
@@ -197,7 +227,8 @@ def register(sub: Any) -> None:
     p.add_argument("--context", action="append", help="a context document (repeatable)")
     p.add_argument("--key", help="idempotency key: the same key always gives the same job")
     p.add_argument("--derive-key", action="store_true", help="derive the idempotency key from the content")
-    p.add_argument("--metadata", help="JSON object of metadata")
+    p.add_argument("--metadata", metavar="JSON",
+                   help='JSON object of metadata, e.g. \'{"team": "billing"}\'')
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="show a job")
@@ -213,20 +244,23 @@ def register(sub: Any) -> None:
     p = sub.add_parser("dlq", help="dead-letter queue: list, show, replay, purge")
     dsub = p.add_subparsers(dest="dlq_command", required=True)
     reasons = [r.value for r in DeadReason]
-    q = dsub.add_parser("list")
-    q.add_argument("--reason", choices=reasons)
-    q.add_argument("--since", type=float, help="only records from the last SINCE seconds")
-    q.add_argument("--limit", type=int, default=100)
+    one_of = "one of " + ", ".join(reasons)
+    q = dsub.add_parser("list", help="list dead letters, newest first")
+    q.add_argument("--reason", choices=reasons, metavar="REASON", help=f"only dead letters with this reason ({one_of})")
+    q.add_argument("--since", type=float, metavar="SECONDS", help="only records from the last SECONDS seconds")
+    q.add_argument("--limit", type=positive_int, default=100, help="show at most this many records (default 100)")
     q.add_argument("--json", action="store_true", help="print the records (without payloads) as JSON")
-    q = dsub.add_parser("show")
-    q.add_argument("id")
-    q = dsub.add_parser("replay")
-    q.add_argument("id", nargs="?")
-    q.add_argument("--all", action="store_true")
-    q.add_argument("--reason", choices=reasons)
-    q = dsub.add_parser("purge")
-    q.add_argument("--reason", choices=reasons)
-    q.add_argument("--yes", action="store_true", help="do not ask")
+    q = dsub.add_parser("show", help="show one dead letter in full: error, deliveries and payload")
+    q.add_argument("id", help="the dead letter's id (the job id, as `dlq list` shows it)")
+    q = dsub.add_parser("replay", help="re-enqueue dead jobs; replaying a record twice runs it once")
+    q.add_argument("id", nargs="?", help="the dead letter to replay (or use --all or --reason)")
+    q.add_argument("--all", action="store_true", help="replay every dead letter")
+    q.add_argument("--reason", choices=reasons, metavar="REASON",
+                   help=f"replay every dead letter with this reason ({one_of})")
+    q = dsub.add_parser("purge", help="delete dead letters for good (asks first unless --yes)")
+    q.add_argument("--reason", choices=reasons, metavar="REASON",
+                   help=f"purge only dead letters with this reason ({one_of})")
+    q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("stats", help="counters: attempts, retries, fallbacks, breaker, cache")

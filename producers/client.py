@@ -13,7 +13,7 @@ from config.settings import Settings, load_settings
 from core.connection import connect
 from core.deadletter import DeadLetter, DeadLetterQueue
 from core.errors import InvalidJobError
-from core.job import DeadReason, JobSpec, JobView
+from core.job import SUBMIT_FIELDS, DeadReason, JobSpec, JobView
 from core.store import JobStore
 
 
@@ -22,8 +22,6 @@ def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:
     material = json.dumps([question, list(context)], separators=(",", ":"))
     return "sha256:" + hashlib.sha256(material.encode()).hexdigest()
 
-
-_JOB_FIELDS = frozenset({"question", "context", "idempotency_key", "metadata"})
 
 
 class Client:
@@ -68,9 +66,11 @@ class Client:
         """
         specs = []
         for index, job in enumerate(jobs):
-            extra = set(job) - _JOB_FIELDS
+            extra = set(job) - set(SUBMIT_FIELDS)
             if extra:
-                raise InvalidJobError(f"job {index}: unknown field(s) {sorted(extra)}; allowed: {sorted(_JOB_FIELDS)}")
+                raise InvalidJobError(
+                    f"job {index}: unknown field(s) {sorted(extra)}; allowed: {sorted(SUBMIT_FIELDS)}"
+                )
             specs.append(self.spec(derive_key=derive_key, **job))
         self.store.submit_many(specs)
         return [s.id for s in specs]

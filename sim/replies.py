@@ -10,7 +10,7 @@ from aiohttp import web
 from sim.answers import count_tokens
 from sim.faults import FaultSpec
 
-# status, error type, error code, message; `{model}` is filled in per request.
+# status, error type, error code, message; `{model}` and `{key}` are filled in per request.
 _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     "rate_limit": (
         429,
@@ -26,7 +26,8 @@ _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
     ),
     "timeout": (408, "timeout", "request_timeout", "The request timed out (simulated)."),
     "bad_request": (400, "invalid_request_error", "invalid_request", "Invalid request (simulated)."),
-    "auth": (401, "authentication_error", "invalid_api_key", "Incorrect API key provided (simulated)."),
+    # Like some real providers, the 401 echoes the key it was given, so tests prove askq scrubs it.
+    "auth": (401, "authentication_error", "invalid_api_key", "Incorrect API key provided: {key} (simulated)."),
     "forbidden": (
         403,
         "permission_error",
@@ -74,8 +75,19 @@ def error_body(status: int, message: str, type_: str, code: str | None) -> web.R
     return json_response({"error": {"message": message, "type": type_, "param": None, "code": code}}, status)
 
 
-def fault_error(fault: FaultSpec, model: str) -> web.Response:
+def auth_error(presented: str) -> web.Response:
+    """Build the 401 for a wrong or missing key, echoing the key presented (never the expected one)."""
+    if not presented:
+        message = "You didn't provide an API key (simulated)."
+    else:
+        message = _ERRORS["auth"][3].format(key=presented)
+    return error_body(401, message, "authentication_error", "invalid_api_key")
+
+
+def fault_error(fault: FaultSpec, model: str, presented_key: str = "") -> web.Response:
     """Build the error response of an error-kind fault (rate limit, server error, ...)."""
+    if fault.kind == "auth":
+        return auth_error(presented_key)
     status, type_, code, message = _ERRORS[fault.kind]
     headers: dict[str, str] | None = None
     if fault.kind == "server_error" and fault.status is not None:

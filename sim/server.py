@@ -52,6 +52,12 @@ def _parse_request(raw: bytes) -> tuple[str, list[str], str, str | None]:
     return model, texts, question, None
 
 
+def _presented_key(request: web.Request) -> str:
+    """The API key the caller sent as its bearer token ("" when there is none)."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
+
+
 def _authorized(request: web.Request, config: SimConfig) -> bool:
     """Tell whether the request carries the required bearer key (always, if none is set)."""
     if config.require_key is None:
@@ -75,10 +81,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         config = state.config
         if not _authorized(request, config):
             outcome = "unauthorized"
-            # Fixed text: the expected key must never appear in a response.
-            return replies.error_body(
-                401, "Missing or incorrect API key (simulated).", "authentication_error", "invalid_api_key"
-            )
+            # Echoes the key presented (as some providers do); the expected key never appears.
+            return replies.auth_error(_presented_key(request))
         context_chars = sum(len(t) for t in texts)
         fault = pick_fault(config, model, question, context_chars, state.stats.elapsed(), state.fault_rng)
         outcome = "ok" if fault is None else fault.kind
@@ -100,14 +104,14 @@ async def _answer(
     # Refusals (rate limit, auth, bad request...) come back at once, as from a
     # real gateway; only server errors happen after the model has "worked".
     if fault is not None and kind in replies.ERROR_KINDS and kind not in ("server_error", "timeout"):
-        return replies.fault_error(fault, model)
+        return replies.fault_error(fault, model, _presented_key(request))
     if fault is not None and kind == "hang":
         await asyncio.sleep(fault.hang_s)
     delay = state.config.latency_for(model, state.jitter_rng)
     if delay > 0.0:
         await asyncio.sleep(delay)
     if fault is not None and kind in replies.ERROR_KINDS:
-        return replies.fault_error(fault, model)
+        return replies.fault_error(fault, model, _presented_key(request))
     if kind == "reset":
         return await _reset(request)
     prompt_tokens = sum(count_tokens(t) for t in texts)

@@ -87,6 +87,10 @@ def _wait_done(client: Client, ids: list[str]) -> None:
         assert view.state == "succeeded"
 
 
+def _workers_that_ran(r: redis.Redis, ids: list[str]) -> set[str]:
+    return {str(r.hget(keys.job(i), "worker") or "") for i in ids}
+
+
 def test_breaker_opens_skips_and_closes_after_one_probe_across_two_workers(
     stack: Stack, r: redis.Redis, sim: Sim, settings: Settings
 ) -> None:
@@ -97,7 +101,8 @@ def test_breaker_opens_skips_and_closes_after_one_probe_across_two_workers(
     wait_workers(r, 2)
     client = Client(settings)
 
-    _wait_done(client, _submit(client, 8, "first"))  # the primary fails: its breaker opens
+    first = _submit(client, 8, "first")
+    _wait_done(client, first)  # the primary fails: its breaker opens
     assert r.hget(keys.breaker("primary"), "state") == "open"
     before = sim.requests("primary")
     probes = int(r.hget(keys.STATS, "breaker_probes:primary") or 0)
@@ -108,6 +113,16 @@ def test_breaker_opens_skips_and_closes_after_one_probe_across_two_workers(
     assert sim.requests("primary") - before == probes_now - probes
     assert all(v.result is not None and v.result.source == "secondary"
                for v in client.store.get_many(ids).values() if v is not None)
+    # Both processes must be taking jobs before the half-open phase, or one probe would be trivial.
+    # Which worker Celery hands a message to is up to scheduling, so give it rounds until both have.
+    seen = _workers_that_ran(r, first + ids)
+    for round_ in range(10):
+        if len(seen) == 2:
+            break
+        more = _submit(client, 8, f"spread{round_}")
+        _wait_done(client, more)
+        seen |= _workers_that_ran(r, more)
+    assert len(seen) == 2, seen
 
     # The primary recovers, slowly: many jobs arrive at both workers while its probe runs.
     sim.configure({"latency_s": 0.02, "models": {"primary": {"latency_s": 1.0}}})
@@ -121,8 +136,6 @@ def test_breaker_opens_skips_and_closes_after_one_probe_across_two_workers(
     arrivals = sorted(sim.stats()["arrivals"]["primary"])
     # The probe was alone: nothing else reached the primary until its 1 s answer came back.
     assert all(t >= arrivals[0] + 1.0 for t in arrivals[1:])
-    workers = {r.hget(keys.job(i), "worker") for i in ids}
-    assert len(workers) == 2  # both processes took jobs while the breaker was half-open
 
     # The counters are readable by `askq stats`.
     client.submit("first question number 0?")  # a cache hit (fast path off: the cache tier is skipped)

@@ -72,3 +72,32 @@ def test_secrets_come_from_the_env_file_and_its_example_holds_only_known_setting
     assert _unknown_env_keys(example) == []
     assert {"REDIS_PASSWORD", "ASKQ_REDIS_URL", "ASKQ_API__TOKENS", "ASKQ_FLOWER__USER",
             "ASKQ_FLOWER__PASSWORD"} <= set(example)
+
+
+def _dockerfile_owned_dirs() -> tuple[set[str], set[str]]:
+    """Directories the Dockerfile creates (mkdir -p) and those it hands to askq (chown -R), before USER."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    before_user = text.split("\nUSER ", 1)[0]
+    made: set[str] = set()
+    owned: set[str] = set()
+    for command in before_user.replace("&&", "\n").splitlines():
+        words = command.split()
+        if words[:2] == ["mkdir", "-p"]:
+            made.update(words[2:])
+        elif words[:2] == ["chown", "-R"]:
+            owned.update(words[3:])
+    return made, owned
+
+
+def test_every_askq_volume_mount_point_exists_in_the_image_and_belongs_to_askq() -> None:
+    # A mount point missing from the image is created root-owned by Docker, and the askq user
+    # then cannot write there (Flower could not save flower.db).
+    assert 'USER askq' in (ROOT / "Dockerfile").read_text()
+    made, owned = _dockerfile_owned_dirs()
+    mounts = [(name, v.split(":")[1]) for name, s in ASKQ_SERVICES.items() for v in s.get("volumes", [])]
+    assert mounts, "expected at least Flower's state volume"
+    for name, target in mounts:
+        assert target in made, f"{name}: {target} is not created in the Dockerfile"
+        assert any(target == d or target.startswith(d.rstrip("/") + "/") for d in owned), (
+            f"{name}: {target} is not chowned to askq in the Dockerfile"
+        )

@@ -4,12 +4,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from aiohttp import web
 from langchain_openai import ChatOpenAI
 
 from sim import SimConfig, answer_for, count_tokens, start
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,24 +167,34 @@ def test_error_faults(sim: Sim, kind: str, exc: type[openai.APIStatusError], sta
     assert ask(sim.client(), "q", model="secondary").choices[0].message.content
 
 
+def _hold_request(sim: Sim, model: str) -> socket.socket:
+    """Send a chat request on a raw socket and leave it open: it stays in flight until closed."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "q"}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer sk-test\r\nContent-Length: {len(body)}\r\n\r\n")
+    held = socket.create_connection(("127.0.0.1", sim.port), timeout=10)
+    held.sendall(head.encode() + body)
+    return held
+
+
 def test_hang_times_out_without_blocking_others(sim: Sim) -> None:
-    sim.configure({"models": {"slow": {"faults": [{"kind": "hang", "hang_s": 3}]}}})
-    began = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:
-        hung = pool.submit(ask, sim.client(timeout=0.5), "q", "slow")
-        time.sleep(0.1)
-        # The hang is an asyncio sleep: other requests are served meanwhile.
-        quick = time.monotonic()
-        assert ask(sim.client(), "q", model="fast").choices[0].message.content
-        assert time.monotonic() - quick < 1.0
-        with pytest.raises(openai.APITimeoutError):
-            hung.result()
-    assert time.monotonic() - began < 2.5
+    # The hang outlasts the test by far, so only a cancelled handler can end it in time.
+    sim.configure({"models": {"slow": {"faults": [{"kind": "hang", "hang_s": 600}]}}})
+    with _hold_request(sim, "slow"):
+        wait_for(lambda: sim.stats()["in_flight"] == 1, 30, what="the hung request to arrive")
+        # The hang is an asyncio sleep: another request is answered while it is in progress.
+        assert ask(sim.client(timeout=30), "q", model="fast").choices[0].message.content
+        stats = sim.stats()
+        assert stats["responses"] == {"fast": {"ok": 1}}
+        assert stats["in_flight"] == 1 and stats["max_in_flight"] == 2
     # The client hanging up cancels the server's handler rather than leaving it asleep.
-    deadline = time.monotonic() + 1.0
-    while sim.stats()["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert sim.stats()["in_flight"] == 0
+    wait_for(lambda: sim.stats()["in_flight"] == 0, 30, what="the hung handler to be cancelled")
+    assert sim.stats()["responses"]["slow"] == {"hang": 1}
+    # Through the SDK, a hang surfaces as a timeout, and its handler is cancelled as well.
+    with pytest.raises(openai.APITimeoutError):
+        ask(sim.client(timeout=0.5), "q", "slow")
+    wait_for(lambda: sim.stats()["in_flight"] == 0, 30, what="the timed-out handler to be cancelled")
+    assert sim.stats()["responses"]["slow"] == {"hang": 2}
 
 
 def test_reset_is_a_connection_error(sim: Sim) -> None:
@@ -280,12 +291,23 @@ def test_markers_force_faults(sim: Sim) -> None:
 def test_require_key(sim: Sim) -> None:
     sim.configure({"require_key": "sekrit-key"})
     with pytest.raises(openai.AuthenticationError) as info:
-        ask(sim.client(api_key="wrong"), "q")
+        ask(sim.client(api_key="sk-wrong-key-123"), "q")
+    # Like some real providers, the 401 echoes the key it was given, never the one it expects.
+    assert info.value.response.json()["error"]["message"] == "Incorrect API key provided: sk-wrong-key-123 (simulated)."
     assert "sekrit-key" not in info.value.response.text
     assert ask(sim.client(api_key="sekrit-key"), "q").choices[0].message.content
     shown = sim.http.get("/_sim/faults").text
     assert "sekrit-key" not in shown
     assert sim.stats()["responses"]["primary"] == {"unauthorized": 1, "ok": 1}
+    missing = httpx.post(f"{sim.base_url}/chat/completions", json={"model": "primary", "messages": [
+        {"role": "user", "content": "q"}]}, timeout=5)
+    assert missing.status_code == 401 and "didn't provide an API key" in missing.json()["error"]["message"]
+
+
+def test_auth_fault_echoes_the_key_it_was_given(sim: Sim) -> None:
+    with pytest.raises(openai.AuthenticationError) as info:
+        ask(sim.client(api_key="sk-live-abc123"), "q [[sim:auth]]")
+    assert "Incorrect API key provided: sk-live-abc123" in info.value.message
 
 
 def test_stats_count_requests_per_model(sim: Sim) -> None:
@@ -305,14 +327,18 @@ def test_stats_count_requests_per_model(sim: Sim) -> None:
 
 
 def test_model_latency_overrides_global(sim: Sim) -> None:
-    sim.configure({"latency_s": 0.0, "models": {"slow": {"latency_s": 0.4}}})
-    client = sim.client()
-    began = time.monotonic()
-    ask(client, "q", model="fast")
-    assert time.monotonic() - began < 0.35
+    # The global latency is far longer than any wait here: only an override can answer in time.
+    sim.configure({"latency_s": 600.0, "models": {"fast": {"latency_s": 0.0}, "slow": {"latency_s": 0.4}}})
+    client = sim.client(timeout=30)
+    assert ask(client, "q", model="fast").choices[0].message.content
     began = time.monotonic()
     ask(client, "q", model="slow")
-    assert time.monotonic() - began >= 0.4
+    assert time.monotonic() - began >= 0.4  # a lower bound: the sleep guarantees it
+    # A model without an override waits the global latency.
+    with pytest.raises(openai.APITimeoutError):
+        ask(sim.client(timeout=0.5), "q", model="other")
+    wait_for(lambda: sim.stats()["in_flight"] == 0, 30, what="the timed-out handler to be cancelled")
+    assert sim.stats()["responses"] == {"fast": {"ok": 1}, "slow": {"ok": 1}, "other": {"ok": 1}}
 
 
 def test_stream_is_rejected(sim: Sim) -> None:

@@ -7,8 +7,8 @@ lost, and the consumer restarts its connection on every such entry. This channel
 the entry as an `invalid_payload` dead letter instead and carries on with the next one.
 Envelopes that parse are left to Celery, whose refusals workers/consumer.py dead-letters.
 
-Its QoS also survives a channel closed after a Redis restart released the connection (kombu
-raises there, which stops the worker process).
+Its QoS also survives a channel closed after a Redis restart released the connection: restore,
+ack and reject there raise AttributeError in kombu, which would stop the worker process.
 """
 
 from __future__ import annotations
@@ -58,6 +58,22 @@ class QoS(kombu_redis.QoS):
             # the worker process exits. The entries stay in `unacked`; the reaper restores
             # those whose job was never claimed (core/scripts.py RECOVER).
             log.warning("unacked_restore_skipped", reason="connection already released")
+
+
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except AttributeError:
+            # A task that finished after Redis went away acks on a channel already closed (its
+            # connection is gone): kombu raises AttributeError, which would stop the worker.
+            # The entry stays in `unacked`; the reaper drops it once it sees the job finished.
+            log.warning("ack_on_closed_channel", delivery_tag=str(delivery_tag))
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue)  # type: ignore[no-untyped-call]
+        except AttributeError:
+            log.warning("reject_on_closed_channel", delivery_tag=str(delivery_tag))
 
 
 class Channel(kombu_redis.Channel):

@@ -1,0 +1,158 @@
+"""Job routes: submit one job or a batch, read a job, long-poll for its result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from config.settings import Settings
+from core.errors import InvalidJobError
+from core.job import JobRequest, JobSpec, JobView, check_limits
+from producers.client import Client
+from producers.routes.common import AUTH, BAD_INPUT, NOT_FOUND, ClientDep
+
+log = structlog.get_logger("askq.api")
+
+
+class JobIn(JobRequest):
+    """One job as a caller submits it."""
+
+
+class BatchIn(BaseModel):
+    """Several jobs in one request: all are checked before any is enqueued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobIn] = Field(min_length=1)
+
+
+class Submitted(BaseModel):
+    """A job id; created is false when the idempotency key already named a job."""
+
+    id: str
+    created: bool
+
+
+class BatchSubmitted(BaseModel):
+    jobs: list[Submitted]
+
+
+# The route reads its body by hand (to enforce the size limit first), so the schema is declared here.
+_SUBMIT_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"anyOf": [{"$ref": "#/components/schemas/JobIn"}, {"$ref": "#/components/schemas/BatchIn"}]}
+            }
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes the limit (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body is {declared} bytes, limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _refuse(field: tuple[str | int, ...], problem: str) -> RequestValidationError:
+    """A 422 naming one field, in the shape FastAPI's own validation errors take."""
+    return RequestValidationError([{"loc": field, "msg": problem}])
+
+
+def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], bool]:
+    """Validate a single job or a batch into specs (and whether it was a batch); a 422 names the field."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise _refuse(("body",), f"not valid JSON ({exc})") from None
+    try:
+        batch = BatchIn.model_validate(data) if isinstance(data, dict) and "jobs" in data else None
+        jobs = batch.jobs if batch else [JobIn.model_validate(data)]
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    if len(jobs) > settings.api.max_batch:
+        raise _refuse(("jobs",), f"{len(jobs)} jobs, limit is {settings.api.max_batch}")
+    specs = []
+    for index, job in enumerate(jobs):
+        where: tuple[str | int, ...] = ("jobs", index) if batch else ()
+        try:
+            spec = JobSpec.new(job.question, job.context, job.idempotency_key, job.metadata)
+            check_limits(spec, settings.max_question_chars, settings.max_context_docs, settings.max_context_chars)
+        except InvalidJobError as exc:
+            field, _, problem = str(exc).partition(": ")
+            raise _refuse((*where, field), problem or str(exc)) from None
+        specs.append(spec)
+    return specs, batch is not None
+
+
+async def submit(request: Request, client: ClientDep) -> Any:
+    raw = await read_body(request, client.settings.api.max_body_bytes)
+    specs, is_batch = parse_submission(raw, client.settings)
+    created = await run_in_threadpool(client.store.submit_many, specs)
+    log.info("jobs_submitted", count=len(specs), created=sum(created))
+    if not is_batch:
+        one = Submitted(id=specs[0].id, created=created[0])
+        return JSONResponse(status_code=202 if one.created else 200, content=one.model_dump())
+    return BatchSubmitted(jobs=[Submitted(id=s.id, created=c) for s, c in zip(specs, created, strict=True)])
+
+
+def get_job(job_id: str, client: ClientDep) -> JobView:
+    return client.get(job_id)
+
+
+async def long_poll(client: Client, job_id: str, wait: float) -> Any:
+    """The job once terminal, or a 202 with its current state when `wait` seconds pass first."""
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        view = await run_in_threadpool(client.get, job_id)
+        if view.state.terminal:
+            return view
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return JSONResponse(status_code=202, content=view.model_dump(mode="json"))
+        # Sleeping on the event loop, not a thread: thousands of waiters cost no threads.
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.5)
+
+
+def router(max_wait_s: float) -> APIRouter:
+    """The job routes; `max_wait_s` bounds the long-poll wait (in validation and in the schema)."""
+    jobs = APIRouter(dependencies=AUTH)
+    jobs.add_api_route(
+        "/v1/jobs", submit, methods=["POST"], status_code=202, response_model=Submitted | BatchSubmitted,
+        openapi_extra=_SUBMIT_SCHEMA, responses={**BAD_INPUT, 413: {"description": "request body too large"}},
+        summary="Submit one job, or a batch as {\"jobs\": [...]}",
+    )
+    jobs.add_api_route("/v1/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=NOT_FOUND)
+
+    async def get_result(
+        job_id: str, client: ClientDep,
+        wait: float = Query(0.0, ge=0, le=max_wait_s, description="seconds to wait"),
+    ) -> Any:
+        return await long_poll(client, job_id, wait)
+
+    jobs.add_api_route(
+        "/v1/jobs/{job_id}/result", get_result, methods=["GET"], response_model=JobView,
+        responses={**NOT_FOUND, 202: {"model": JobView, "description": "not finished within the wait"}},
+        summary="The job once it succeeded or is dead, waiting up to `wait` seconds (long-poll)",
+    )
+    return jobs
