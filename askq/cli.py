@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -12,13 +13,17 @@ from core.errors import AskqError
 def cmd_worker(args: argparse.Namespace) -> int:
     from config.settings import load_settings
 
+    if args.concurrency:
+        # The worker's runtime reads its settings on its own (after Celery starts); the flag
+        # must reach it, so the heartbeat reports and the loop sizes for the real concurrency.
+        os.environ["ASKQ_WORKER_CONCURRENCY"] = str(args.concurrency)
     settings = load_settings()
     from workers import app
 
     argv = [
         "worker",
         "--pool", args.pool,
-        "--concurrency", str(args.concurrency or settings.worker_concurrency),
+        "--concurrency", str(settings.worker_concurrency),
         "--queues", settings.queue,
         "--loglevel", args.loglevel,
         "--without-gossip",

@@ -74,11 +74,9 @@ def _has_result(view: JobView | None) -> bool:
     return view is not None and view.result is not None
 
 
-def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[str, Any]:
-    """Summary of a finished batch, from the job store and the counters it moved."""
-    views = client.store.get_many(ids)
-    raw = client.redis
-    pipe = raw.pipeline(transaction=False)
+def write_marks(client: Client, ids: list[str], views: dict[str, JobView | None]) -> dict[str, int]:
+    """How often outcomes were written: duplicates, upgrades and re-dispatched jobs."""
+    pipe = client.redis.pipeline(transaction=False)
     for job_id in ids:
         pipe.hmget(keys.job(job_id), ["result_writes", "upgrades", "dispatch"])
         pipe.exists(keys.dead_letter(job_id))
@@ -92,6 +90,16 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         1 for (w, _, _), dead_letter, job_id in zip(marks, lettered, ids, strict=True)
         if w > 1 or (dead_letter and (w > 0 or _has_result(views.get(job_id))))
     )
+    return {
+        "duplicates": duplicates,
+        "upgrades": sum(u for _, u, _ in marks),
+        "redispatched": sum(1 for _, _, d in marks if d > 1),
+    }
+
+
+def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[str, Any]:
+    """Summary of a finished batch, from the job store and the counters it moved."""
+    views = client.store.get_many(ids)
     after = read_counters(client.redis)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     states = Counter(v.state.value for v in views.values() if v is not None)
@@ -105,9 +113,7 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "succeeded": states["succeeded"],
         "dead": states["dead"],
         "lost": len(ids) - terminal,
-        "duplicates": duplicates,
-        "upgrades": sum(u for _, u, _ in marks),
-        "redispatched": sum(1 for _, _, d in marks if d > 1),
+        **write_marks(client, ids, views),
         "by_source": dict(sources),
         "degraded": sum(1 for v in views.values() if v is not None and v.result is not None and v.result.degraded),
         "dead_reasons": dict(dead_reasons),
@@ -156,6 +162,31 @@ def _wait_for_workers(client: Client, count: int, timeout_s: float = 60.0) -> No
     raise AskqError(f"workers did not start within {timeout_s:.0f}s; see var/demo/worker*.log")
 
 
+def _submit_and_wait(client: Client, stack: Stack, batch: list[dict[str, Any]], timeout_s: float,
+                     as_json: bool) -> list[str]:
+    """Submit the batch in chunks, then wait for every job, with progress bars; returns the ids."""
+    ids: list[str] = []
+    with Progress(console=console, transient=not as_json) as progress:
+        sub = progress.add_task("submitting", total=len(batch))
+        # The fault windows count from here; the batch trickles in over a few seconds so the
+        # primary's outage, its breaker opening and its recovery all show.
+        httpx.post(stack.sim_url.rsplit("/v1", 1)[0] + "/_sim/reset", timeout=5).raise_for_status()
+        for start in range(0, len(batch), CHUNK):
+            ids += client.submit_many(batch[start : start + CHUNK])
+            progress.update(sub, advance=len(batch[start : start + CHUNK]))
+            time.sleep(CHUNK_INTERVAL_S)
+        done = progress.add_task("answering", total=len(ids))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            views = client.store.get_many(ids)
+            finished = sum(1 for v in views.values() if v is not None and v.state.terminal)
+            progress.update(done, completed=finished)
+            if finished == len(ids):
+                break
+            time.sleep(0.25)
+    return ids
+
+
 def _start_flower(stack: Stack) -> str:
     """Start Flower on this stack with fresh credentials; returns the line that tells the operator."""
     port = free_port()
@@ -198,25 +229,7 @@ def run_demo(
         console.print(api)
         _wait_for_workers(client, workers)
         before = read_counters(client.redis)
-        ids: list[str] = []
-        with Progress(console=console, transient=not as_json) as progress:
-            sub = progress.add_task("submitting", total=len(batch))
-            # The fault windows count from here; the batch trickles in over a few seconds so the
-            # primary's outage, its breaker opening and its recovery all show.
-            httpx.post(stack.sim_url.rsplit("/v1", 1)[0] + "/_sim/reset", timeout=5).raise_for_status()
-            for start in range(0, len(batch), CHUNK):
-                ids += client.submit_many(batch[start : start + CHUNK])
-                progress.update(sub, advance=len(batch[start : start + CHUNK]))
-                time.sleep(CHUNK_INTERVAL_S)
-            done = progress.add_task("answering", total=len(ids))
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                views = client.store.get_many(ids)
-                finished = sum(1 for v in views.values() if v is not None and v.state.terminal)
-                progress.update(done, completed=finished)
-                if finished == len(ids):
-                    break
-                time.sleep(0.25)
+        ids = _submit_and_wait(client, stack, batch, timeout_s, as_json)
         summary = summarize(client, ids, before)
         client.close()
         if as_json:
