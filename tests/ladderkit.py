@@ -54,6 +54,7 @@ def run_ladder(settings: Settings, specs: list[JobSpec], sleep: SleepRecorder | 
                 return list(await asyncio.gather(*(ladder.run(s) for s in specs)))
             return [await ladder.run(s) for s in specs]
         finally:
+            await ladder.aclose()
             await client.aclose()
 
     return asyncio.run(main())

@@ -1,4 +1,9 @@
-"""Answering one job: claim it, walk the ladder, store exactly one result (or dead-letter it)."""
+"""Answering one job: claim it, walk the ladder, store exactly one result (or dead-letter it).
+
+The happy path costs two Redis round trips: the claim carries the ladder's reads (fast-path
+cache, first tier's breaker state), the result write carries the ladder's success
+bookkeeping (breaker, cache fill, token usage) and the job's counters.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import structlog
 
 from core import keys
 from core.job import DeadReason, JobSpec, Result
-from workers.ladder import LadderResult
+from workers.ladder import LadderResult, Prefetched
 from workers.runtime import Runtime
 
 log = structlog.get_logger("askq.job")
@@ -26,7 +31,7 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     """Run one delivery of a job; returns what happened (claimed outcome or the finish outcome)."""
     structlog.contextvars.bind_contextvars(job_id=spec.id, task_id=task_id, attempt=dispatch)
     token = uuid.uuid4().hex
-    claimed = await _claim_with_retry(rt, spec.id, dispatch, token)
+    claimed, prefetched = await _claim_with_retry(rt, spec, dispatch, token)
     if claimed == "missing":
         # A valid message without a job record (expired after its result TTL, or sent by hand):
         # there is no job to answer for, so it is acknowledged and skipped.
@@ -42,7 +47,7 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     started = time.time()
     rt.running_since[spec.id] = started
     try:
-        ladder = await rt.ladder.run(spec)
+        ladder = await rt.ladder.run(spec, prefetched, defer_success=True)
         return await _conclude(rt, spec, token, started, ladder)
     finally:
         rt.held.pop(spec.id, None)
@@ -77,7 +82,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
         )
         health |= {"succeeded": 1.0, "degraded": float(ladder.degraded), "latency_sum_s": now - spec.created,
                    "run_sum_s": now - started, "recovered": float(faults > 0 and not ladder.degraded)}
-        outcome = await _finish_with_retry(rt, result, token, counters, health)
+        outcome = await _finish_with_retry(rt, result, token, counters, health, ladder)
         log.info("job_finished", source=result.source, degraded=result.degraded, outcome=outcome,
                  attempts=calls, latency_s=result.latency_s)
         return outcome
@@ -105,13 +110,16 @@ async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -
     return f"deferred:{outcome}"
 
 
-async def _claim_with_retry(rt: Runtime, job_id: str, dispatch: int, token: str) -> str:
-    """Claim the job, riding out a Redis restart: failing here would ack a message never run."""
+async def _claim_with_retry(rt: Runtime, spec: JobSpec, dispatch: int, token: str) -> tuple[str, Prefetched]:
+    """Claim the job (with the ladder's reads), riding out a Redis restart: failing here would ack
+    a message never run."""
     delay = 0.2
     deadline = time.monotonic() + rt.settings.lease_s * 4
     while True:
         try:
-            return await rt.jobs.claim(job_id, dispatch, token, rt.name)
+            claimed, replies = await rt.jobs.claim_with(
+                spec.id, dispatch, token, rt.name, lambda pipe: rt.ladder.queue_prefetch(pipe, spec))
+            return claimed, rt.ladder.parse_prefetch(replies)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() > deadline:
                 raise
@@ -121,15 +129,26 @@ async def _claim_with_retry(rt: Runtime, job_id: str, dispatch: int, token: str)
 
 
 async def _finish_with_retry(
-    rt: Runtime, result: Result, token: str, counters: Counter[str], health: dict[str, float]
+    rt: Runtime, result: Result, token: str, counters: Counter[str], health: dict[str, float], ladder: LadderResult
 ) -> str:
-    """Store the result, riding out a short Redis outage rather than throwing the answer away."""
+    """Store the result, riding out a short Redis outage rather than throwing the answer away.
+
+    The ladder's success bookkeeping rides on the first try only: it is not worth retrying, and
+    a try that failed may have run it already.
+    """
     delay = 0.2
     deadline = time.monotonic() + rt.settings.lease_s * 4
     while True:
         try:
-            return await rt.jobs.finish(result, token, counters, health)
+            if ladder.success is None:
+                return await rt.jobs.finish(result, token, counters, health)
+            outcome, ahead = await rt.jobs.finish_with(
+                result, token, counters, health, lambda pipe: rt.ladder.queue_success(pipe, ladder))
+            await rt.ladder.settle_success(ladder, ahead)
+            return outcome
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if ladder.success is not None:
+                rt.ladder.bookkeeping_failed(ladder, exc)
             if time.monotonic() > deadline:
                 raise
             log.warning("result_write_retry", error=str(exc), wait_s=delay)

@@ -1,15 +1,26 @@
-"""Worker-side job transitions (claim, finish, defer, renew) on the asyncio Redis client."""
+"""Worker-side job transitions (claim, finish, defer, renew) on the asyncio Redis client.
+
+claim_with and finish_with carry other reads and writes on the same pipeline, so a job's
+happy path costs two Redis round trips in all. The scripts go on a pipeline by EVALSHA (a
+Script object on a pipeline costs an extra SCRIPT EXISTS round trip); a NOSCRIPT reply, after
+a Redis restart or SCRIPT FLUSH, means the script did not run, so it is run again through the
+Script, which loads it.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from config.settings import Settings
 from core import keys, scripts, stats
 from core.job import Result
+from workers.tally import Tally, TallyScript
 
 # KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
 # Extends the leases this worker still holds; returns the ids whose lease it has lost.
@@ -38,36 +49,74 @@ class JobState:
         self._finish = client.register_script(scripts.FINISH)
         self._defer = client.register_script(scripts.DEFER)
         self._renew = client.register_script(_RENEW)
+        self._tally = TallyScript(client)
 
     async def claim(self, job_id: str, dispatch: int, token: str, worker: str) -> str:
+        return (await self.claim_with(job_id, dispatch, token, worker))[0]
+
+    async def claim_with(
+        self, job_id: str, dispatch: int, token: str, worker: str, also: Callable[[Any], object] | None = None
+    ) -> tuple[str, list[Any]]:
+        """Claim the job; also(pipe) queues more commands on the same round trip (their replies returned)."""
         now = time.time()
-        return str(
-            await self._claim(
-                keys=[keys.job(job_id), keys.LEASES],
-                args=[dispatch, token, worker, now, now + self.settings.lease_s, job_id],
-            )
-        )
+        keys_ = [keys.job(job_id), keys.LEASES]
+        args: list[str | int | float] = [dispatch, token, worker, now, now + self.settings.lease_s, job_id]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._claim.sha, len(keys_), *keys_, *args)
+        if also is not None:
+            also(pipe)
+        replies = await pipe.execute(raise_on_error=False)
+        claimed = replies[0]
+        if isinstance(claimed, NoScriptError):
+            claimed = await self._claim(keys=keys_, args=args)
+        elif isinstance(claimed, Exception):
+            raise claimed
+        return _text(claimed), replies[1:]
 
     async def finish(
         self, result: Result, token: str, counters: Counter[str], health: dict[str, float]
     ) -> str:
         """Write the result if this worker still holds the job; counters go in the same round trip."""
+        return (await self.finish_with(result, token, counters, health))[0]
+
+    async def finish_with(
+        self, result: Result, token: str, counters: Counter[str], health: dict[str, float],
+        before: Callable[[Any], object] | None = None,
+    ) -> tuple[str, list[Any]]:
+        """finish(), with before(pipe) queueing more commands ahead of it; returns their replies too.
+
+        Queued ahead, so a reader who sees the result also sees what they wrote (the cache fill).
+        """
         pipe = self.redis.pipeline(transaction=False)
-        await self._finish(
-            keys=[keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS],
-            args=[token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
-                  self.settings.result_ttl_s, result.job_id],
-            client=pipe,
-        )
-        stats.add_job_outcome(pipe, counters, health)
-        replies = await pipe.execute()
-        return str(replies[0])
+        if before is not None:
+            before(pipe)
+        ahead = len(pipe)
+        keys_ = [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS]
+        args: list[str | int | float] = [
+            token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
+            self.settings.result_ttl_s, result.job_id,
+        ]
+        pipe.evalsha(self._finish.sha, len(keys_), *keys_, *args)
+        tally = Tally()
+        stats.add_job_outcome(tally, counters, health)
+        tallied = self._tally.queue(pipe, tally)
+        replies = await pipe.execute(raise_on_error=False)
+        outcome = replies[ahead]
+        if isinstance(outcome, NoScriptError):
+            outcome = await self._finish(keys=keys_, args=args)
+        elif isinstance(outcome, Exception):
+            raise outcome
+        if tallied:
+            await self._tally.settle(replies[ahead + 1], tally)
+        return _text(outcome), replies[:ahead]
 
     async def finish_counters(self, counters: Counter[str], health: dict[str, float]) -> None:
         """Add a job's counters when it ended without a result (dead or deferred)."""
+        tally = Tally()
+        stats.add_job_outcome(tally, counters, health)
         pipe = self.redis.pipeline(transaction=False)
-        stats.add_job_outcome(pipe, counters, health)
-        await pipe.execute()
+        if self._tally.queue(pipe, tally):
+            await self._tally.settle((await pipe.execute(raise_on_error=False))[0], tally)
 
     async def defer(self, job_id: str, token: str, due: float, error: str) -> str:
         return str(
@@ -85,3 +134,7 @@ class JobState:
             args += [keys.job(job_id), job_id, token]
         lost = await self._renew(keys=[keys.LEASES], args=args)
         return [str(x) for x in lost]
+
+
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -1,9 +1,11 @@
 """The fallback ladder: provider tiers in order, then the answer cache, then the default answer.
 
-Per job the happy path costs two Redis round trips: one pipeline reads the cache (fast
-path) and the first tier's breaker state; one pipeline records the success in the breaker,
-fills the cache and corrects the token estimate. Rate limits add one round trip per call
-when a provider has them; retries, fallbacks and half-open probes add their own.
+Per job the happy path needs two reads and one write besides the LLM call: the fast-path
+cache lookup and the first tier's breaker state (queue_prefetch), and the success bookkeeping
+(queue_success: breaker record, cache fill, token correction). The worker queues them on the
+pipelines of its claim and its result write, so they cost no round trip of their own; run()
+without them makes one round trip for each. Rate limits add one round trip per call when a
+provider has them; retries, fallbacks and half-open probes add their own.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ class LadderResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
+    # A provider answer whose bookkeeping the caller queues on its result write (defer_success).
+    success: _Success | None = None
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """What the ladder reads before its first tier: the first tier's breaker state and a cache hit."""
+
+    first_state: str
+    hit: CachedAnswer | None
 
 
 @dataclass
@@ -58,6 +70,16 @@ class _TierRun:
     grant: Grant | None = None
     # The failed attempt whose log line waits for the retry decision (its wait).
     pending: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Success:
+    """A tier's answer waiting for its bookkeeping (breaker success, cache fill, token usage)."""
+
+    chain: Chain
+    spec: JobSpec
+    answer: Answer
+    run: _TierRun
 
 
 class Ladder:
@@ -79,9 +101,23 @@ class Ladder:
         self.sleep = sleep
         self.chains = [Chain(p) for p in settings.providers]
 
-    async def run(self, spec: JobSpec) -> LadderResult:
+    async def aclose(self) -> None:
+        """Close every tier's HTTP connection pool."""
+        for chain in self.chains:
+            await chain.aclose()
+
+    async def run(self, spec: JobSpec, prefetched: Prefetched | None = None, defer_success: bool = False
+                  ) -> LadderResult:
+        """Walk the tiers for a job.
+
+        prefetched: the replies of queue_prefetch, read by the caller (else one round trip here).
+        defer_success: leave a provider answer's bookkeeping to the caller (queue_success, then
+        settle_success), instead of one round trip here.
+        """
         result = LadderResult(outcome="exhausted")
-        first_state, hit = await self._prefetch(spec)
+        if prefetched is None:
+            prefetched = await self._prefetch(spec)
+        first_state, hit = prefetched.first_state, prefetched.hit
         if hit is not None:
             result.counters["cache_hits"] += 1
             log.info("tier_answered", provider="cache", degraded=False, fast_path=True)
@@ -97,42 +133,78 @@ class Ladder:
                 caller_only = caller_only and caller_fault(exc)
                 continue
             result.outcome, result.answer, result.source = "answered", answer, chain.provider.name
-            try:
-                await self._succeeded(chain, spec, answer, run)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # Bookkeeping only: the answer is good and the result write rides out the outage.
-                log.warning("success_bookkeeping_failed", provider=chain.provider.name, error=str(exc))
+            result.success = _Success(chain, spec, answer, run)
+            if not defer_success:
+                try:
+                    await self._succeeded(result)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self.bookkeeping_failed(result, exc)
             return result
         if caller_only:
             result.outcome = "permanent"
             return result
         return await self._last_resort(spec, result)
 
-    async def _prefetch(self, spec: JobSpec) -> tuple[str, CachedAnswer | None]:
-        """One round trip: the fast-path cache lookup and the first tier's breaker state."""
-        fast = self.settings.cache_enabled and self.settings.cache_fast_path
-        pipe = self.redis.pipeline(transaction=False)
-        if fast:
+    def queue_prefetch(self, pipe: Any, spec: JobSpec) -> int:
+        """Queue the fast-path cache lookup and the first tier's breaker state; returns the count queued."""
+        queued = 1
+        if self.settings.cache_enabled and self.settings.cache_fast_path:
             self.cache.queue_get(pipe, spec)
+            queued += 1
         self.breaker.queue_state(pipe, self.chains[0].provider.name)
-        replies = await pipe.execute()
+        return queued
+
+    def parse_prefetch(self, replies: list[Any]) -> Prefetched:
+        """The replies of queue_prefetch, in order; an error reply raises it."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         state = replies[-1]
         state = state.decode() if isinstance(state, bytes) else str(state or "closed")
-        return state, self.cache.parse(replies[0]) if fast else None
+        return Prefetched(state, self.cache.parse(replies[0]) if len(replies) > 1 else None)
 
-    async def _succeeded(self, chain: Chain, spec: JobSpec, answer: Answer, run: _TierRun) -> None:
-        """One round trip: breaker success, cache fill, token correction."""
-        provider = chain.provider
+    async def _prefetch(self, spec: JobSpec) -> Prefetched:
         pipe = self.redis.pipeline(transaction=False)
+        self.queue_prefetch(pipe, spec)
+        return self.parse_prefetch(await pipe.execute())
+
+    def queue_success(self, pipe: Any, result: LadderResult) -> None:
+        """Queue a provider answer's bookkeeping: breaker success, cache fill, token correction."""
+        done = result.success
+        if done is None:
+            return
+        provider, run, answer = done.chain.provider, done.run, done.answer
         self.breaker.queue_record(pipe, provider.name, True, run.permit)
         if self.settings.cache_enabled:
-            self.cache.queue_put(pipe, spec, answer.text, provider.name, answer.model)
+            self.cache.queue_put(pipe, done.spec, answer.text, provider.name, answer.model)
         if run.grant is not None:
             self.limiter.queue_usage(pipe, provider, run.grant, answer.usage.total or run.grant.tokens)
-        replies = await pipe.execute(raise_on_error=False)
-        recorded = await self.breaker.settle_queued(replies[0], provider.name, True, run.permit)
+
+    async def settle_success(self, result: LadderResult, replies: list[Any]) -> None:
+        """Read the replies of queue_success (the breaker's first; the cache and usage writes need none)."""
+        done, result.success = result.success, None
+        if done is None or not replies:
+            return
+        provider = done.chain.provider
+        try:
+            recorded = await self.breaker.settle_queued(replies[0], provider.name, True, done.run.permit)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.bookkeeping_failed(result, exc)
+            return
         if recorded.changed:
             log.warning("breaker_closed", provider=provider.name)
+
+    @staticmethod
+    def bookkeeping_failed(result: LadderResult, exc: Exception) -> None:
+        """Bookkeeping only: the answer is good and the result write rides out the outage."""
+        result.success = None
+        log.warning("success_bookkeeping_failed", provider=result.source, error=str(exc))
+
+    async def _succeeded(self, result: LadderResult) -> None:
+        """One round trip: breaker success, cache fill, token correction."""
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_success(pipe, result)
+        await self.settle_success(result, await pipe.execute(raise_on_error=False))
 
     async def _last_resort(self, spec: JobSpec, result: LadderResult) -> LadderResult:
         """Cache tier, then the default answer (or a durable retry, when so configured)."""

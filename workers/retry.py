@@ -65,7 +65,24 @@ async def with_retries(
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
 ) -> T:
-    """Run call() under the policy; transient errors are retried, anything else is raised at once."""
+    """Run call() under the policy; transient errors are retried, anything else is raised at once.
+
+    The first try runs bare: most calls succeed, and tenacity's bookkeeping costs more CPU than
+    the call itself on that path. Only a transient failure enters the tenacity loop, which
+    replays that failure as its first attempt, so waits, budget and callbacks are the same as
+    if tenacity had run the first try itself.
+    """
+    try:
+        return await call()
+    except TransientProviderError as exc:
+        first: BaseException | None = exc
+
+    async def resumed() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return await call()
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -80,7 +97,7 @@ async def with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(call)
+    return await retrying(resumed)
 
 
 def stop_reason(err: BaseException, policy: RetryPolicy, attempts: int) -> str:

@@ -23,6 +23,7 @@ from core.connection import connect, connect_async, redis_url
 from core.deadletter import DeadLetterQueue
 from workers.breaker import Breaker
 from workers.cache import AnswerCache
+from workers.executor import LoopExecutor
 from workers.jobstate import JobState
 from workers.ladder import Ladder
 from workers.ratelimit import RateLimiter
@@ -48,6 +49,7 @@ class Runtime:
         self.completed = 0
         self.last_progress = time.time()
         self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(LoopExecutor(thread_name_prefix="askq-loop-exec"))
         self._thread = threading.Thread(target=self._run_loop, name="askq-loop", daemon=True)
         self._thread.start()
         self.redis: aredis.Redis = self.call(self._connect())
@@ -76,6 +78,7 @@ class Runtime:
 
     def close(self) -> None:
         if self.loop.is_running():
+            self.call(self.ladder.aclose(), timeout=5)
             self.call(self.redis.aclose(), timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.sync_redis.close()
