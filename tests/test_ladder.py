@@ -82,6 +82,18 @@ def test_cache_fast_path_answers_the_same_question_without_a_call(settings: Sett
     assert sim.requests("primary") == 1
 
 
+def test_fast_path_serves_only_first_tier_answers(settings: Settings, sim: Sim, r: redis.Redis) -> None:
+    """A fallback tier's answer is no stand-in for a fresh one: asked again, the primary is tried."""
+    s = settings_with(settings, sim.url)
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "server_error"}]}}})
+    [first] = run_ladder(s, [job("Can I change my delivery slot?")])
+    assert (first.source, first.degraded) == ("secondary", False)
+    sim.configure({"latency_s": 0.02})
+    [second] = run_ladder(s, [job("Can I change my delivery slot?")])
+    assert (second.source, second.degraded) == ("primary", False)
+    assert sim.requests("primary") == 1
+
+
 def test_cache_key_normalisation() -> None:
     def key(question: str, context: list[str] | None = None, version: str = "v1") -> str:
         return cache_key(JobSpec.new(question, context=context), version)

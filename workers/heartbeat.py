@@ -22,7 +22,9 @@ WORKER_RECORD_TTL_S = 3600
 async def beat_once(rt: Runtime) -> None:
     lost = await rt.jobs.renew(dict(rt.held))
     for job_id in lost:
-        log.warning("lease_lost", job_id=job_id)
+        # A result written meanwhile ends its lease on purpose (finishing, or already done).
+        if job_id in rt.held and job_id not in rt.finishing:
+            log.warning("lease_lost", job_id=job_id)
     now = time.time()
     # The longest-running job decides whether this worker is stalled.
     oldest = max((now - s for s in rt.running_since.values()), default=0.0)

@@ -118,7 +118,9 @@ class Ladder:
         if prefetched is None:
             prefetched = await self._prefetch(spec)
         first_state, hit = prefetched.first_state, prefetched.hit
-        if hit is not None:
+        # Only an answer from the first tier stands in for a fresh one: a fallback tier's answer
+        # (simpler prompt, smaller model) is kept for the cache tier, where it counts as degraded.
+        if hit is not None and hit.provider == self.chains[0].provider.name:
             result.counters["cache_hits"] += 1
             log.info("tier_answered", provider="cache", degraded=False, fast_path=True)
             return self._cached(result, hit, degraded=False)

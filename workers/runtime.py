@@ -46,6 +46,8 @@ class Runtime:
         self.held: dict[str, str] = {}
         # job id -> time its current run started, to tell a stalled worker from a busy one.
         self.running_since: dict[str, float] = {}
+        # Ids of held jobs whose result is being written: that write ends their lease on purpose.
+        self.finishing: set[str] = set()
         self.completed = 0
         self.last_progress = time.time()
         self.loop = asyncio.new_event_loop()
