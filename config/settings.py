@@ -148,7 +148,10 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     reaper_interval_s: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, ge=1)
+    # A worker running one job longer than this is shown `stalled` (askq workers, metrics).
     job_deadline_s: float = Field(120.0, gt=0)
+    # A run still going after this is cut and the job goes to a durable retry: the hard cap.
+    run_timeout_s: float = Field(600.0, gt=0)
 
     max_question_chars: int = Field(8000, ge=1)
     max_context_docs: int = Field(20, ge=0)

@@ -1,4 +1,4 @@
-"""A delivery that outlives job_deadline_s gives up its slot and lease: durable retry, then exhausted."""
+"""A delivery that outlives run_timeout_s gives up its slot and lease: durable retry, then exhausted."""
 
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 
-def test_hung_run_is_cut_at_the_deadline_and_ends_exhausted(
+def test_hung_run_is_cut_at_the_run_timeout_and_ends_exhausted(
     stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path
 ) -> None:
     stack.start_worker(
         concurrency=4,
-        ASKQ_JOB_DEADLINE_S="2",
+        ASKQ_RUN_TIMEOUT_S="2",
         ASKQ_DURABLE_RETRY_BASE_S="0.5",
         ASKQ_MAX_JOB_AGE_S="8",
     )
     wait_workers(r, 1)
     client = Client(load_settings(redis_url=stack.redis_url, var_dir=tmp_path))
-    # Both tiers hang far past the deadline (the provider timeout is 5 s, times 3 attempts).
+    # Both tiers hang far past the run timeout (the provider timeout is 5 s, times 3 attempts).
     job_id = client.submit("Where is my refund? [[sim:hang]]")
 
     wait_for(lambda: int(r.hget(keys.job(job_id), "retries") or 0) >= 1, 30, what="a durable retry")
-    assert "job_deadline_s" in (r.hget(keys.job(job_id), "error") or "")
+    assert "run_timeout_s" in (r.hget(keys.job(job_id), "error") or "")
 
     view = client.wait(job_id, timeout=60)
     assert view.state is JobState.DEAD

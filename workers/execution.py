@@ -48,14 +48,14 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     rt.running_since[spec.id] = started
     try:
         try:
-            async with asyncio.timeout(rt.settings.job_deadline_s):
+            async with asyncio.timeout(rt.settings.run_timeout_s):
                 ladder = await rt.ladder.run(spec, prefetched, defer_success=True)
         except TimeoutError:
             # Every call is bounded by its timeout, so this is a hang askq did not foresee: the
             # job goes to a durable retry instead of holding its lease (and slot) forever.
-            log.warning("job_deadline_passed", deadline_s=rt.settings.job_deadline_s)
-            ladder = LadderResult(outcome="exhausted", last_error=f"run exceeded job_deadline_s "
-                                  f"({rt.settings.job_deadline_s:g} s)")
+            log.warning("run_timeout", timeout_s=rt.settings.run_timeout_s)
+            ladder = LadderResult(outcome="exhausted", last_error=f"run exceeded run_timeout_s "
+                                  f"({rt.settings.run_timeout_s:g} s)")
         # From here the result write ends the lease on purpose; the heartbeat must not call it lost.
         rt.finishing.add(spec.id)
         return await _conclude(rt, spec, token, started, ladder)
