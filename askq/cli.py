@@ -60,6 +60,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.pools:
+        from bench.pools import compare_pools
+
+        return compare_pools(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency,
+                             workers=args.workers, as_json=args.json)
     from bench.run import run_bench
 
     return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
@@ -117,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--textbook-jobs", type=positive_int, default=40, help="jobs for the slow textbook baseline")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
+    p.add_argument("--pools", action="store_true", help="the bare task on the thread pool and on gevent, twice each")
     p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_bench)
