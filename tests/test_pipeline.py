@@ -89,3 +89,19 @@ def test_job_refused_by_worker_limits_is_dead_not_requeued(stack: Stack, r: redi
     records = client.dead_letters(reason=DeadReason.INVALID_PAYLOAD)
     assert [rec.id for rec in records] == [job_id]
     assert "limit is 8000" in records[0].error
+
+
+def test_plain_celery_command_runs_an_askq_worker(stack: Stack, r: redis.Redis, settings: Settings) -> None:
+    """`celery -A workers worker` picks askq's pool, queue and transport from the settings."""
+    log = open(stack.var_dir / "celery.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "info"],
+                            env=stack.env(ASKQ_WORKER_CONCURRENCY="8"), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    stack.workers.append(proc)
+    wait_workers(r, 1)
+    client = Client(settings)
+    view = client.wait(client.submit("Do you price match?"), timeout=60)
+    assert view.state is JobState.SUCCEEDED
+    assert view.result is not None and view.result.answer == answer_for("Do you price match?", "primary")
+    banner = (stack.var_dir / "celery.log").read_text()
+    assert "concurrency: 8 (thread)" in banner
