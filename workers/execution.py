@@ -13,6 +13,8 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis
 import structlog
@@ -23,6 +25,7 @@ from workers.ladder import LadderResult, Prefetched
 from workers.runtime import Runtime
 
 log = structlog.get_logger("askq.job")
+T = TypeVar("T")
 
 CRASH_MARKER = "[[askq:crash]]"
 
@@ -121,22 +124,36 @@ async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -
     return f"deferred:{outcome}"
 
 
-async def _claim_with_retry(rt: Runtime, spec: JobSpec, dispatch: int, token: str) -> tuple[str, Prefetched]:
-    """Claim the job (with the ladder's reads), riding out a Redis restart: failing here would ack
-    a message never run."""
+async def _through_outage(
+    rt: Runtime, event: str, attempt: Callable[[], Awaitable[T]],
+    on_error: Callable[[Exception], None] | None = None,
+) -> T:
+    """Run attempt(), retrying through a short Redis outage (up to four leases) with backoff."""
     delay = 0.2
     deadline = time.monotonic() + rt.settings.lease_s * 4
     while True:
         try:
-            claimed, replies = await rt.jobs.claim_with(
-                spec.id, dispatch, token, rt.name, lambda pipe: rt.ladder.queue_prefetch(pipe, spec))
-            return claimed, rt.ladder.parse_prefetch(replies)
+            return await attempt()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if on_error is not None:
+                on_error(exc)
             if time.monotonic() > deadline:
                 raise
-            log.warning("claim_retry", error=str(exc), wait_s=delay)
+            log.warning(event, error=str(exc), wait_s=delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def _claim_with_retry(rt: Runtime, spec: JobSpec, dispatch: int, token: str) -> tuple[str, Prefetched]:
+    """Claim the job (with the ladder's reads), riding out a Redis restart: failing here would ack
+    a message never run."""
+
+    async def attempt() -> tuple[str, Prefetched]:
+        claimed, replies = await rt.jobs.claim_with(
+            spec.id, dispatch, token, rt.name, lambda pipe: rt.ladder.queue_prefetch(pipe, spec))
+        return claimed, rt.ladder.parse_prefetch(replies)
+
+    return await _through_outage(rt, "claim_retry", attempt)
 
 
 async def _finish_with_retry(
@@ -147,21 +164,17 @@ async def _finish_with_retry(
     The ladder's success bookkeeping rides on the first try only: it is not worth retrying, and
     a try that failed may have run it already.
     """
-    delay = 0.2
-    deadline = time.monotonic() + rt.settings.lease_s * 4
-    while True:
-        try:
-            if ladder.success is None:
-                return await rt.jobs.finish(result, token, counters, health)
-            outcome, ahead = await rt.jobs.finish_with(
-                result, token, counters, health, lambda pipe: rt.ladder.queue_success(pipe, ladder))
-            await rt.ladder.settle_success(ladder, ahead)
-            return outcome
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if ladder.success is not None:
-                rt.ladder.bookkeeping_failed(ladder, exc)
-            if time.monotonic() > deadline:
-                raise
-            log.warning("result_write_retry", error=str(exc), wait_s=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+
+    async def attempt() -> str:
+        if ladder.success is None:
+            return await rt.jobs.finish(result, token, counters, health)
+        outcome, ahead = await rt.jobs.finish_with(
+            result, token, counters, health, lambda pipe: rt.ladder.queue_success(pipe, ladder))
+        await rt.ladder.settle_success(ladder, ahead)
+        return outcome
+
+    def drop_bookkeeping(exc: Exception) -> None:
+        if ladder.success is not None:
+            rt.ladder.bookkeeping_failed(ladder, exc)
+
+    return await _through_outage(rt, "result_write_retry", attempt, drop_bookkeeping)
