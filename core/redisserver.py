@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -163,6 +164,10 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
             return found
         server = EmbeddedRedis(var_dir).start(detach=True)
         server.write_state(var_dir)
+        # Said once, on stderr (stdout carries command output such as job ids): a server now runs
+        # in the background for every askq process here, until `askq redis stop`.
+        print(f"askq: started the embedded Redis at {server.url} (data in {server.data_dir}); "
+              "`askq redis stop` stops it", file=sys.stderr)
         return server.url
 
 
