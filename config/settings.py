@@ -144,8 +144,9 @@ class Settings(BaseSettings):
     max_job_age_s: float = Field(3600.0, gt=0)
 
     worker_concurrency: int = Field(200, ge=1, le=2000)
-    lease_s: float = Field(15.0, gt=0)
-    heartbeat_s: float = Field(5.0, gt=0)
+    # With these defaults a killed worker's job is running elsewhere within ~12 s (promise: 30 s).
+    lease_s: float = Field(10.0, gt=0)
+    heartbeat_s: float = Field(3.0, gt=0)
     reaper_interval_s: float = Field(2.0, gt=0)
     max_deliveries: int = Field(3, ge=1)
     # A worker running one job longer than this is shown `stalled` (askq workers, metrics).

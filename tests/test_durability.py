@@ -22,8 +22,11 @@ from producers.client import Client
 from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
 from workers.reaper import Reaper
 
-# The settings' own defaults, spelled out because the stack fixture starts workers with FAST_ENV.
-DEFAULT_LIVENESS = {"ASKQ_LEASE_S": "15", "ASKQ_HEARTBEAT_S": "5", "ASKQ_REAPER_INTERVAL_S": "2"}
+# The settings' own defaults, passed on because the stack fixture starts workers with FAST_ENV.
+DEFAULT_LIVENESS = {
+    f"ASKQ_{name.upper()}": str(Settings.model_fields[name].default)
+    for name in ("lease_s", "heartbeat_s", "reaper_interval_s")
+}
 
 
 def _holder(stack: Stack, r: redis.Redis, job_id: str) -> subprocess.Popen[bytes]:
