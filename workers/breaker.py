@@ -16,10 +16,10 @@ from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
 
 from config.settings import BreakerSettings
 from core import keys
+from workers.queuedscript import QueuedScript
 
 # KEYS: breaker, stats   ARGV: now, cooldown, probe_timeout, provider
 _ALLOW = """
@@ -111,7 +111,7 @@ class Breaker:
         self.redis = client
         self.settings = settings
         self._allow = client.register_script(_ALLOW)
-        self._record = client.register_script(_RECORD)
+        self._record = QueuedScript(client, _RECORD)
         self._release = client.register_script(_RELEASE)
 
     def queue_state(self, pipe: Any, provider: str) -> None:
@@ -140,20 +140,15 @@ class Breaker:
     async def record(self, provider: str, ok: bool, permit: Permit) -> Recorded:
         """Count one call's outcome (a probe's decides the half-open breaker)."""
         keys_, args = self._record_args(provider, ok, permit)
-        return _recorded(await self._record(keys=keys_, args=args))
+        return _recorded(await self._record(keys_, args))
 
     def queue_record(self, pipe: Any, provider: str, ok: bool, permit: Permit) -> None:
-        """Queue record() on a pipeline by EVALSHA (a Script on a pipeline costs a SCRIPT EXISTS trip)."""
-        keys_, args = self._record_args(provider, ok, permit)
-        pipe.evalsha(self._record.sha, len(keys_), *keys_, *args)
+        """Queue record() on a pipeline; settle_queued reads its reply."""
+        self._record.queue(pipe, *self._record_args(provider, ok, permit))
 
     async def settle_queued(self, reply: Any, provider: str, ok: bool, permit: Permit) -> Recorded:
         """The outcome of a queued record; runs it again if Redis had not loaded the script yet."""
-        if isinstance(reply, NoScriptError):
-            return await self.record(provider, ok, permit)
-        if isinstance(reply, Exception):
-            raise reply
-        return _recorded(reply)
+        return _recorded(await self._record.reply(reply, *self._record_args(provider, ok, permit)))
 
     async def release(self, provider: str) -> None:
         """Hand back a probe that never reached the provider, so the next caller probes at once."""

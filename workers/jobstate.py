@@ -1,10 +1,7 @@
 """Worker-side job transitions (claim, finish, defer, renew) on the asyncio Redis client.
 
 claim_with and finish_with carry other reads and writes on the same pipeline, so a job's
-happy path costs two Redis round trips in all. The scripts go on a pipeline by EVALSHA (a
-Script object on a pipeline costs an extra SCRIPT EXISTS round trip); a NOSCRIPT reply, after
-a Redis restart or SCRIPT FLUSH, means the script did not run, so it is run again through the
-Script, which loads it.
+happy path costs two Redis round trips in all (the scripts ride on them as QueuedScripts).
 """
 
 from __future__ import annotations
@@ -15,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
 
 from config.settings import Settings
 from core import keys, scripts, stats
 from core.job import Result
+from workers.queuedscript import QueuedScript
 from workers.tally import Tally, TallyScript
 
 # KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
@@ -45,8 +42,8 @@ class JobState:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._claim = client.register_script(scripts.CLAIM)
-        self._finish = client.register_script(scripts.FINISH)
+        self._claim = QueuedScript(client, scripts.CLAIM)
+        self._finish = QueuedScript(client, scripts.FINISH)
         self._defer = client.register_script(scripts.DEFER)
         self._renew = client.register_script(_RENEW)
         self._tally = TallyScript(client)
@@ -62,15 +59,11 @@ class JobState:
         keys_ = [keys.job(job_id), keys.LEASES]
         args: list[str | int | float] = [dispatch, token, worker, now, now + self.settings.lease_s, job_id]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._claim.sha, len(keys_), *keys_, *args)
+        self._claim.queue(pipe, keys_, args)
         if also is not None:
             also(pipe)
         replies = await pipe.execute(raise_on_error=False)
-        claimed = replies[0]
-        if isinstance(claimed, NoScriptError):
-            claimed = await self._claim(keys=keys_, args=args)
-        elif isinstance(claimed, Exception):
-            raise claimed
+        claimed = await self._claim.reply(replies[0], keys_, args)
         return _text(claimed), replies[1:]
 
     async def finish(
@@ -96,16 +89,12 @@ class JobState:
             token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
             self.settings.result_ttl_s, result.job_id,
         ]
-        pipe.evalsha(self._finish.sha, len(keys_), *keys_, *args)
+        self._finish.queue(pipe, keys_, args)
         tally = Tally()
         stats.add_job_outcome(tally, counters, health)
         tallied = self._tally.queue(pipe, tally)
         replies = await pipe.execute(raise_on_error=False)
-        outcome = replies[ahead]
-        if isinstance(outcome, NoScriptError):
-            outcome = await self._finish(keys=keys_, args=args)
-        elif isinstance(outcome, Exception):
-            raise outcome
+        outcome = await self._finish.reply(replies[ahead], keys_, args)
         if tallied:
             await self._tally.settle(replies[ahead + 1], tally)
         return _text(outcome), replies[:ahead]

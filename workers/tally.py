@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import NoScriptError
+
+from workers.queuedscript import QueuedScript
 
 # KEYS: the hashes touched   ARGV: quadruples op, key index, field, amount
 # op: i = HINCRBY, f = HINCRBYFLOAT, e = EXPIRE (field unused, amount = seconds).
@@ -57,18 +58,15 @@ class TallyScript:
     """Sends a Tally as one command, on a pipeline (EVALSHA) or alone."""
 
     def __init__(self, client: aredis.Redis) -> None:
-        self._script = client.register_script(_TALLY)
+        self._script = QueuedScript(client, _TALLY)
 
     def queue(self, pipe: Any, tally: Tally) -> bool:
         """Queue the tally on a pipeline by EVALSHA; False (nothing queued) when it is empty."""
         if not tally.args:
             return False
-        pipe.evalsha(self._script.sha, len(tally.keys), *tally.keys, *tally.args)
+        self._script.queue(pipe, tally.keys, tally.args)
         return True
 
     async def settle(self, reply: Any, tally: Tally) -> None:
         """Check a queued tally's reply; NOSCRIPT (Redis lost its scripts) runs it again, loading it."""
-        if isinstance(reply, NoScriptError):
-            await self._script(keys=tally.keys, args=tally.args)
-        elif isinstance(reply, Exception):
-            raise reply
+        await self._script.reply(reply, tally.keys, tally.args)
