@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, cast
@@ -14,7 +13,7 @@ from config.logging import scrub
 from config.settings import Settings
 from core import keys, message, scripts
 from core.errors import JobNotFoundError
-from core.job import DeadReason
+from core.job import DeadReason, payload_text
 
 
 class DeadLetter(BaseModel):
@@ -78,7 +77,7 @@ class DeadLetterQueue:
         if payload is None:
             return False
         stored = self.redis.hget(keys.job(job_id), "payload")
-        return stored is not None and stored == json.dumps(payload, separators=(",", ":"))
+        return stored is not None and stored == payload_text(payload)
 
     def _write(
         self,
@@ -176,7 +175,7 @@ class DeadLetterQueue:
         msg = message.build(self.settings.queue, record.payload, dispatch=dispatch + 1)
         outcome = self._replay(
             keys=[keys.job(record.id), self.settings.queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
-            args=[dispatch, msg, time.time(), record.id, json.dumps(record.payload, separators=(",", ":")),
+            args=[dispatch, msg, time.time(), record.id, payload_text(record.payload),
                   record.created or time.time()],
         )
         return str(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from enum import StrEnum
@@ -122,6 +123,11 @@ class JobView(BaseModel):
     result: Result | None = None
     reason: DeadReason | None = None
     error: str | None = None
+
+
+def payload_text(payload: dict[str, Any]) -> str:
+    """A job payload as the job hash stores it; the dead-letter queue compares messages against it."""
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def job_id_for(idempotency_key: str) -> str:

@@ -12,7 +12,7 @@ import redis
 from config.settings import Settings
 from core import keys, message, scripts
 from core.errors import JobNotFoundError, WaitTimeoutError
-from core.job import DeadReason, JobSpec, JobState, JobView, Result, check_limits
+from core.job import DeadReason, JobSpec, JobState, JobView, Result, check_limits, payload_text
 
 
 class JobStore:
@@ -30,7 +30,7 @@ class JobStore:
         payload = spec.model_dump(mode="json")
         msg = message.build(self.settings.queue, payload, dispatch=1)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]
-        return job_keys, [json.dumps(payload, separators=(",", ":")), msg, time.time(), spec.id]
+        return job_keys, [payload_text(payload), msg, time.time(), spec.id]
 
     def submit(self, spec: JobSpec) -> bool:
         """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
