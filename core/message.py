@@ -67,14 +67,21 @@ def build(queue: str, job: dict[str, Any], dispatch: int) -> str:
 
 
 def locate(stored: str) -> tuple[str, int] | None:
-    """Job id and dispatch of a message as kombu keeps it unacked (JSON [envelope, exchange, key]).
-
-    Read from the `kwargsrepr` header build() writes, so the body is never decoded here; None
-    for anything that is not an askq message.
-    """
+    """Job id and dispatch of a message as kombu keeps it unacked (JSON [envelope, exchange, key])."""
     try:
         entry = json.loads(stored)
-        info = json.loads(entry[0]["headers"]["kwargsrepr"])
+        return locate_envelope(entry[0])
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
+def locate_envelope(envelope: Any) -> tuple[str, int] | None:
+    """Job id and dispatch of a message envelope (as on the queue list); None if not askq's.
+
+    Read from the `kwargsrepr` header build() writes, so the body is never decoded here.
+    """
+    try:
+        info = json.loads(envelope["headers"]["kwargsrepr"])
         job_id, dispatch = info["job_id"], info["dispatch"]
     except (ValueError, TypeError, KeyError, IndexError):
         return None

@@ -33,17 +33,17 @@ def _job_id(message: Any) -> str | None:
 
 def dead_letter_message(message: Any, error: str) -> None:
     """Record an unrunnable message as an invalid_payload dead letter (never raises)."""
-    try:
-        get_runtime().dlq.kill(_job_id(message), DeadReason.INVALID_PAYLOAD, error, raw=_raw(message))
-        log.warning("message_dead_lettered", reason="invalid_payload", error=error)
-    except Exception:  # the consumer must keep serving whatever happened here
-        log.exception("dead_letter_failed", error=error)
+    _dead_letter(_job_id(message), _raw(message), error)
 
 
 def dead_letter_raw(raw: str, error: str) -> None:
     """Record a queue entry that is not even a message envelope (never raises)."""
+    _dead_letter(None, raw[:4000], error)
+
+
+def _dead_letter(job_id: str | None, raw: str, error: str) -> None:
     try:
-        get_runtime().dlq.kill(None, DeadReason.INVALID_PAYLOAD, error, raw=raw[:4000])
+        get_runtime().dlq.kill(job_id, DeadReason.INVALID_PAYLOAD, error, raw=raw)
         log.warning("message_dead_lettered", reason="invalid_payload", error=error)
     except Exception:  # the consumer must keep serving whatever happened here
         log.exception("dead_letter_failed", error=error)

@@ -121,7 +121,7 @@ class Reaper:
             return 0
         seen: set[tuple[str, int]] = set()
         for raw in cast(list[str], self.redis.lrange(self.settings.queue, 0, -1)):
-            found = message.locate(json.dumps([_loads(raw), "", ""]))
+            found = message.locate_envelope(_loads(raw))
             if found:
                 seen.add(found)
         for raw in cast(list[str], self.redis.hvals(keys.KOMBU_UNACKED)):
