@@ -62,16 +62,12 @@ class AnswerCache:
         pipe.get(cache_key(spec, self.prompt_version))
 
     def queue_put(self, pipe: Any, spec: JobSpec, answer: str, provider: str, model: str | None) -> None:
+        """Queue the fill on a pipeline (it rides on the job's result write)."""
         value = json.dumps({"answer": answer, "provider": provider, "model": model})
         pipe.set(cache_key(spec, self.prompt_version), value, ex=self.ttl_s)
 
     async def get(self, spec: JobSpec) -> CachedAnswer | None:
         return self.parse(await self.redis.get(cache_key(spec, self.prompt_version)))
-
-    async def put(self, spec: JobSpec, answer: str, provider: str, model: str | None) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self.queue_put(pipe, spec, answer, provider, model)
-        await pipe.execute()
 
     @staticmethod
     def parse(raw: Any) -> CachedAnswer | None:
