@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from config.logging import register_secrets
-from core.errors import ConfigError
+from core.errors import ConfigError, describe_validation
 
 ENV_PREFIX = "ASKQ_"
 SIM_PORT = 8700
@@ -224,10 +224,7 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         # Field and problem only: pydantic's own text echoes input values, api keys included.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid askq settings: {problems}") from None
+        raise ConfigError(f"invalid askq settings: {describe_validation(exc, 'settings')}") from None
     except SettingsError as exc:  # a source could not parse a value (e.g. bad JSON); names the field only
         raise ConfigError(f"invalid askq settings: {exc}") from None
     register_secrets(settings_secrets(settings))

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class AskqError(Exception):
     """Root of every error askq raises on purpose."""
@@ -110,3 +112,9 @@ class BadAnswerError(PermanentProviderError):
     """The answer was truncated (finish_reason=length) or empty."""
 
     error_class = "bad_answer"
+
+
+def describe_validation(exc: ValidationError, whole: str = "payload") -> str:
+    """A pydantic error as "field: problem; ..." — field paths and messages only, never the
+    input values (which may hold secrets such as api keys)."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors())

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import InvalidJobError
+from core.errors import InvalidJobError, describe_validation
 
 # Idempotency keys map to job ids deterministically, so concurrent submitters agree on the id.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f1c7a2e-3b0d-4a57-9a8e-0c5d1e7b2a41")
@@ -141,14 +141,6 @@ def parse_spec(data: Any) -> JobSpec:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidJobError(describe_validation(exc)) from None
-
-
-def describe_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "payload"
-        parts.append(f"{field}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def check_limits(spec: JobSpec, max_question_chars: int, max_docs: int, max_context_chars: int) -> None:
