@@ -23,6 +23,15 @@ def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:
     return "sha256:" + hashlib.sha256(material.encode()).hexdigest()
 
 
+def idempotency_key_for(
+    question: str, context: Sequence[str] | None, idempotency_key: str | None, derive_key: bool
+) -> str | None:
+    """The key a job is submitted with: the one given, else (derive_key) one derived from its content."""
+    if derive_key and idempotency_key is None:
+        return derive_idempotency_key(question, context or ())
+    return idempotency_key
+
+
 
 class Client:
     """Submit question jobs, wait for answers, and manage dead letters, straight on the broker."""
@@ -42,9 +51,8 @@ class Client:
         derive_key: bool = False,
     ) -> JobSpec:
         """Validate a job without submitting it (InvalidJobError names the bad field)."""
-        if derive_key and idempotency_key is None:
-            idempotency_key = derive_idempotency_key(question, context or ())
-        return JobSpec.new(question, list(context or []), idempotency_key, metadata)
+        key = idempotency_key_for(question, context, idempotency_key, derive_key)
+        return JobSpec.new(question, list(context or []), key, metadata)
 
     def submit(
         self,

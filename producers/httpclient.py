@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from core.deadletter import DeadLetter
 from core.errors import AskqError, ConfigError, InvalidJobError, JobNotFoundError, WaitTimeoutError
 from core.job import DeadReason, JobView
-from producers.client import derive_idempotency_key
+from producers.client import idempotency_key_for
 
 _DEAD_LETTERS = TypeAdapter(list[DeadLetter])
 
@@ -78,19 +78,18 @@ class HttpClient:
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
                metadata: dict[str, Any] | None = None, derive_key: bool = False) -> str:
         """Enqueue one job and return its id; the same idempotency key always returns the same id."""
-        if derive_key and idempotency_key is None:
-            idempotency_key = derive_idempotency_key(question, context or ())
-        body = {"question": question, "context": list(context or []), "idempotency_key": idempotency_key,
+        body = {"question": question, "context": list(context or []),
+                "idempotency_key": idempotency_key_for(question, context, idempotency_key, derive_key),
                 "metadata": metadata or {}}
         return str(self._call("POST", "/v1/jobs", json=body).json()["id"])
 
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]:
         """Enqueue many jobs in one request; the API checks them all before enqueueing any."""
         items = [dict(job) for job in jobs]
-        if derive_key:
-            for job in items:
-                if job.get("idempotency_key") is None and "question" in job:
-                    job["idempotency_key"] = derive_idempotency_key(job["question"], job.get("context") or ())
+        for job in items if derive_key else ():
+            if "question" in job:
+                job["idempotency_key"] = idempotency_key_for(
+                    job["question"], job.get("context"), job.get("idempotency_key"), derive_key)
         reply = self._call("POST", "/v1/jobs", json={"jobs": items})
         return [str(j["id"]) for j in reply.json()["jobs"]]
 
