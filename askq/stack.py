@@ -81,21 +81,24 @@ class Stack:
         index = len(self.workers)
         args = [sys.executable, "-m", "askq", "worker", "--concurrency", str(concurrency),
                 "--name", name or f"w{index}-{os.getpid()}"]
-        log = open(self.var_dir / f"worker{index}.log", "ab")  # noqa: SIM115 - handed to the child
         self._record(args)
-        proc = subprocess.Popen(args, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        proc = self.spawn(f"worker{index}", args, self.env(**env))
         self.workers.append(proc)
         return proc
 
     def start_service(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         """Start another askq command (`askq flower`, `askq api`) against this stack's Redis."""
-        log = open(self.var_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        self._record([sys.executable, "-m", "askq", *args])
-        proc = subprocess.Popen([sys.executable, "-m", "askq", *args], env=self.env(**env), stdout=log,
-                                stderr=subprocess.STDOUT)
-        log.close()
+        command = [sys.executable, "-m", "askq", *args]
+        self._record(command)
+        proc = self.spawn(name, command, self.env(**env))
         self.services.append(proc)
+        return proc
+
+    def spawn(self, log_name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start a child process with its output appended to <var_dir>/<log_name>.log."""
+        log = open(self.var_dir / f"{log_name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
         return proc
 
     def _record(self, args: list[str]) -> None:

@@ -88,9 +88,7 @@ def start_baseline(stack: Stack, module: str, pool: str, concurrency: int, index
             "--concurrency", str(concurrency), "--queues", BASELINE_QUEUE, "--loglevel", "warning",
             "--without-gossip", "--without-mingle", "--hostname", f"{module}{index}@%h"]
     env = stack.env(BENCH_REDIS_URL=stack.redis_url or "", BENCH_SIM_URL=stack.sim_url, BENCH_QUEUE=BASELINE_QUEUE)
-    log = open(stack.var_dir / f"{module}{index}.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    proc = stack.spawn(f"{module}{index}", args, env)
     stack.workers.append(proc)
     return proc
 
