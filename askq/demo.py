@@ -176,14 +176,7 @@ def _submit_and_wait(client: Client, stack: Stack, batch: list[dict[str, Any]], 
             progress.update(sub, advance=len(batch[start : start + CHUNK]))
             time.sleep(CHUNK_INTERVAL_S)
         done = progress.add_task("answering", total=len(ids))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            views = client.store.get_many(ids)
-            finished = sum(1 for v in views.values() if v is not None and v.state.terminal)
-            progress.update(done, completed=finished)
-            if finished == len(ids):
-                break
-            time.sleep(0.25)
+        client.wait_many(ids, timeout_s, lambda finished: progress.update(done, completed=finished))
     return ids
 
 

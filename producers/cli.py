@@ -127,18 +127,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def _wait_many(client: Client, ids: list[str], timeout: float) -> dict[str, JobView]:
     """Poll many jobs with a progress bar until all are terminal or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    views: dict[str, JobView] = {}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("waiting", total=len(ids))
-        while True:
-            found = client.store.get_many(ids)
-            views = {k: v for k, v in found.items() if v is not None}
-            done = sum(1 for v in views.values() if v.state.terminal)
-            progress.update(task, completed=done)
-            if done == len(ids) or time.monotonic() >= deadline:
-                return views
-            time.sleep(0.25)
+        return client.wait_many(ids, timeout, lambda done: progress.update(task, completed=done))
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

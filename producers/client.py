@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -89,6 +90,23 @@ class Client:
     def wait(self, job_id: str, timeout: float = 60.0) -> JobView:
         """Block until the job succeeded or is dead; WaitTimeoutError after timeout seconds."""
         return self.store.wait(job_id, timeout)
+
+    def wait_many(
+        self, job_ids: Sequence[str], timeout: float = 60.0, on_progress: Callable[[int], None] | None = None
+    ) -> dict[str, JobView]:
+        """Poll many jobs until all are terminal or timeout seconds pass; the views of those found.
+
+        on_progress(finished) is called after every poll (for a progress bar).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            views = {k: v for k, v in self.store.get_many(job_ids).items() if v is not None}
+            finished = sum(1 for v in views.values() if v.state.terminal)
+            if on_progress is not None:
+                on_progress(finished)
+            if finished == len(job_ids) or time.monotonic() >= deadline:
+                return views
+            time.sleep(0.25)
 
     def dead_letters(
         self, reason: DeadReason | None = None, since: float | None = None, limit: int = 100

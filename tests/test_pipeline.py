@@ -105,3 +105,21 @@ def test_plain_celery_command_runs_an_askq_worker(stack: Stack, r: redis.Redis, 
     assert view.result is not None and view.result.answer == answer_for("Do you price match?", "primary")
     banner = (stack.var_dir / "celery.log").read_text()
     assert "concurrency: 8 (thread)" in banner
+
+
+def test_cli_waits_for_many_jobs_from_a_file(stack: Stack, r: redis.Redis, tmp_path: Path) -> None:
+    stack.start_worker(concurrency=5)
+    wait_workers(r, 1)
+    env = stack.env()
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Is item {i} in stock?"}) + "\n" for i in range(3)))
+    submitted = subprocess.run([sys.executable, "-m", "askq", "submit", "--file", str(questions)],
+                               env=env, capture_output=True, text=True, check=True)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(submitted.stdout)
+    waited = subprocess.run([sys.executable, "-m", "askq", "wait", "--file", str(ids_file), "--timeout", "60"],
+                            env=env, capture_output=True, text=True)
+    assert waited.returncode == 0, waited.stderr
+    views = [json.loads(line) for line in waited.stdout.splitlines()]
+    assert [v["id"] for v in views] == submitted.stdout.split()
+    assert {v["state"] for v in views} == {"succeeded"}
