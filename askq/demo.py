@@ -12,7 +12,6 @@ import contextlib
 import json
 import secrets
 import signal
-import statistics
 import time
 from collections import Counter
 from importlib import resources
@@ -32,7 +31,7 @@ from core.errors import AskqError
 from core.health import check_health
 from core.job import JobView
 from core.redisserver import free_port
-from core.stats import read_counters
+from core.stats import percentile, read_counters
 from producers.cli import read_jobs_file
 from producers.client import Client
 
@@ -60,14 +59,6 @@ CHUNK_INTERVAL_S = 1.0
 
 def questions_file() -> Path:
     return Path(str(resources.files("askq") / "data" / "questions.jsonl"))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def _has_result(view: JobView | None) -> bool:
@@ -122,8 +113,8 @@ def summarize(client: Client, ids: list[str], before: dict[str, int]) -> dict[st
         "breaker_opened": sum(v for k, v in delta.items() if k.startswith("breaker_opened:")),
         "breaker_closed": sum(v for k, v in delta.items() if k.startswith("breaker_closed:")),
         "cache_hits": delta.get("cache_hits", 0),
-        "latency_p50_s": round(_percentile(latencies, 50), 3),
-        "latency_p95_s": round(_percentile(latencies, 95), 3),
+        "latency_p50_s": round(percentile(latencies, 50), 3),
+        "latency_p95_s": round(percentile(latencies, 95), 3),
         # The verdict `askq health` would give now: the alert thresholds over the recent window.
         "health": health.status,
         # Which checks are past their thresholds, and by how much.

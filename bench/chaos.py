@@ -35,12 +35,13 @@ from rich.console import Console
 from rich.table import Table
 
 from askq.stack import Stack, default_providers
-from bench.measure import percentile, wait_until
+from bench.measure import wait_until
 from bench.workload import make_specs
 from config.settings import load_settings
 from core import keys, message
 from core.connection import connect
 from core.job import DeadReason
+from core.stats import percentile
 from producers.client import Client
 from sim.faults import FAULT_KINDS
 

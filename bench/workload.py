@@ -14,10 +14,11 @@ import redis
 
 from askq.stack import Stack
 from bench.baselines import DONE_KEY, READY_KEY
-from bench.measure import ProcWatch, percentile, wait_until
+from bench.measure import ProcWatch, wait_until
 from core import keys, message
 from core.errors import BenchError
 from core.job import JobSpec
+from core.stats import percentile
 
 BASELINE_QUEUE = "bench"
 

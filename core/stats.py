@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Any
@@ -69,3 +70,12 @@ def read_health_window(client: redis.Redis, window_s: float) -> dict[str, float]
         for name, value in fields.items():
             total[str(name)] = total.get(str(name), 0.0) + float(value)
     return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of values; 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
