@@ -38,12 +38,16 @@ class JobStore:
         return bool(self._submit(keys=job_keys, args=args))
 
     def submit_many(self, specs: Sequence[JobSpec], chunk: int = 500) -> list[bool]:
-        """Store and enqueue many jobs, pipelining the writes; one bool per job as in submit()."""
+        """Store and enqueue many jobs, pipelining the writes; one bool per job as in submit().
+
+        Every job is checked against the limits before the first is written, so a bad job
+        anywhere in the list enqueues nothing.
+        """
+        prepared = [self._submit_args(spec) for spec in specs]
         created: list[bool] = []
-        for start in range(0, len(specs), chunk):
-            batch = [self._submit_args(spec) for spec in specs[start : start + chunk]]
+        for start in range(0, len(prepared), chunk):
             pipe = self.redis.pipeline(transaction=False)
-            for job_keys, args in batch:
+            for job_keys, args in prepared[start : start + chunk]:
                 self._submit(keys=job_keys, args=args, client=pipe)
             created.extend(bool(r) for r in pipe.execute())
         return created

@@ -12,6 +12,7 @@ import redis
 
 from askq.stack import Stack
 from config.settings import Settings, load_settings
+from core import keys
 from core.errors import InvalidJobError
 from core.job import DeadReason, JobState
 from producers.client import Client
@@ -53,6 +54,17 @@ def test_invalid_job_is_refused_and_nothing_enqueued(settings: Settings, r: redi
     with pytest.raises(InvalidJobError):
         client.submit_many([{"question": "fine"}, {"question": "bad", "colour": "red"}])
     assert r.llen(settings.queue) == 0
+
+
+def test_oversized_job_late_in_a_large_batch_enqueues_nothing(settings: Settings, r: redis.Redis) -> None:
+    """Writes go out in chunks; the limits are checked for all jobs before the first chunk."""
+    client = Client(settings)
+    jobs = [{"question": f"Question {i}?"} for i in range(700)]
+    jobs.append({"question": "x" * (settings.max_question_chars + 1)})
+    with pytest.raises(InvalidJobError, match="limit is"):
+        client.submit_many(jobs)
+    assert r.llen(settings.queue) == 0
+    assert r.zcard(keys.PENDING) == 0
 
 
 def test_cli_submit_and_wait(stack: Stack, r: redis.Redis, sim: Sim) -> None:
