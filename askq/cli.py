@@ -47,8 +47,10 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if args.redis_command == "stop":
-        print("stopped" if stop_detached(settings.var_dir) else "no embedded redis running")
-        return 0
+        stopped, said = stop_detached(settings.var_dir)
+        print(said)
+        # Refusing to signal a process that is not provably the server is a failure to stop.
+        return 0 if stopped or said == "no embedded redis running" else 1
     print(ensure_url(None, settings.var_dir))
     return 0
 

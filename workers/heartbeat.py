@@ -12,6 +12,7 @@ import redis
 import structlog
 
 from core import keys
+from core.redisserver import moved_from
 from workers.runtime import Runtime
 
 log = structlog.get_logger("askq.heartbeat")
@@ -51,9 +52,21 @@ async def beat_once(rt: Runtime) -> None:
     await pipe.execute()
 
 
+def exit_if_redis_moved(rt: Runtime) -> None:
+    """The embedded Redis came back on another address: exit, so the worker is restarted on it.
+
+    Staying would leave a live process consuming from a server nobody else uses any more.
+    """
+    moved = None if rt.settings.redis_url else moved_from(rt.settings.var_dir, rt.url)
+    if moved is not None:
+        log.error("redis_moved", old=rt.url.rsplit("@", 1)[-1], new=moved.rsplit("@", 1)[-1])
+        os._exit(75)  # EX_TEMPFAIL: a supervisor restarting the worker is the cure
+
+
 async def run(rt: Runtime, stop: asyncio.Event) -> None:
     """Beat every heartbeat_s until stop is set; Redis outages are logged and ridden out."""
     while not stop.is_set():
+        exit_if_redis_moved(rt)
         try:
             await beat_once(rt)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
