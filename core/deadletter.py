@@ -171,12 +171,14 @@ class DeadLetterQueue:
             raise
         if record.payload is None or record.job_id is None or record.job_id != record.id:
             return "no_payload"
-        dispatch = int(self.redis.hget(keys.job(record.id), "dispatch") or 0)
-        msg = message.build(self.settings.queue, record.payload, dispatch=dispatch + 1)
+        dispatch, recorded = self.redis.hmget(keys.job(record.id), ["dispatch", "queue"])
+        # Back to the queue it was submitted to (this client's own when none was recorded).
+        queue = str(recorded or self.settings.queue)
+        msg = message.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
         outcome = self._replay(
-            keys=[keys.job(record.id), self.settings.queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
-            args=[dispatch, msg, time.time(), record.id, payload_text(record.payload),
-                  record.created or time.time()],
+            keys=[keys.job(record.id), queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
+            args=[int(dispatch or 0), msg, time.time(), record.id, payload_text(record.payload),
+                  record.created or time.time(), queue],
         )
         return str(outcome)
 

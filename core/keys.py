@@ -17,7 +17,8 @@ KOMBU_UNACKED_INDEX = "unacked_index"
 
 
 # HASH per job — owner: store (producers create, workers advance). Fields: state, payload,
-# created, updated, dispatch (enqueue sequence), delivery (deliveries for the poison cap),
+# created, updated, queue (the queue it was submitted to; every requeue goes back there),
+# dispatch (enqueue sequence), delivery (deliveries for the poison cap),
 # lease, lease_until, worker, started, result, source, degraded, result_writes, upgrades,
 # reason, error. The job id of an idempotency key is derived from the key, so this hash is
 # also the idempotency record. TTL: result_ttl_s once terminal.

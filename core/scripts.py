@@ -6,12 +6,13 @@ nothing otherwise, so redelivered, replayed, reclaimed or late work can never wr
 
 from __future__ import annotations
 
-# KEYS: job, pending, queue, stats   ARGV: payload, message, now, job_id
+# KEYS: job, pending, queue, stats   ARGV: payload, message, now, job_id, queue name
 # Creates the job and enqueues its first message in one step; an existing job is left alone.
+# The queue is recorded: every later requeue (reaper, retry, replay) goes back to it.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'payload', ARGV[1], 'created', ARGV[3],
-           'updated', ARGV[3], 'dispatch', 1, 'delivery', 1)
+           'updated', ARGV[3], 'dispatch', 1, 'delivery', 1, 'queue', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
@@ -131,7 +132,7 @@ return 'ok'
 """
 
 # KEYS: job, queue, pending, dlq_record, dlq_index
-# ARGV: expected dispatch, message (carrying dispatch + 1), now, job_id, payload, created
+# ARGV: expected dispatch, message (carrying dispatch + 1), now, job_id, payload, created, queue
 # Puts a dead job back on the queue; one that is no longer dead (already replayed) is left alone.
 REPLAY = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
@@ -140,6 +141,7 @@ if tonumber(h[2] or '0') ~= tonumber(ARGV[1]) then return 'changed' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1, 'delivery', 1,
            'updated', ARGV[3], 'reason', '', 'payload', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'created', ARGV[6])
+redis.call('HSETNX', KEYS[1], 'queue', ARGV[7])
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
 redis.call('DEL', KEYS[4])

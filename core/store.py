@@ -30,7 +30,7 @@ class JobStore:
         payload = spec.model_dump(mode="json")
         msg = message.build(self.settings.queue, payload, dispatch=1)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]
-        return job_keys, [payload_text(payload), msg, time.time(), spec.id]
+        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue]
 
     def submit(self, spec: JobSpec) -> bool:
         """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""

@@ -9,6 +9,9 @@ Three sweeps: expired leases (a job running on a dead or frozen worker), due dur
 and messages kombu still holds as unacked long after delivery whose job was never claimed
 (reserved by a worker that died before starting them). Kombu itself would only restore those
 after its visibility timeout, an hour by default.
+
+One reaper serves every queue on the Redis (the lock is shared): each job goes back to the
+queue it was submitted to (recorded in its hash), never to the reaper's own.
 """
 
 from __future__ import annotations
@@ -97,53 +100,68 @@ class Reaper:
         done.pop("skipped")
         return done
 
+    def queue_of(self, recorded: str | None) -> str:
+        """The queue a job goes back to: the one it was submitted to (this reaper's own for jobs
+        submitted before askq recorded it)."""
+        return recorded or self.settings.queue
+
     def resend_lost(self, now: float) -> int:
-        """Re-enqueue queued jobs whose message is nowhere: not on the queue, not held unacked.
+        """Re-enqueue queued jobs whose message is nowhere: not on its queue, not held unacked.
 
         Kombu's BRPOP removes a message before the consumer records it as unacked, so a worker
         killed in between (or a connection cut by a Redis restart) loses it. Such a job stays
         `queued` forever without this. A message merely in transit is re-sent needlessly at
-        worst, and its late copy is then skipped as stale.
+        worst, and its late copy is then skipped as stale. Each job is looked for on the queue
+        it was submitted to, and re-sent there.
         """
-        if int(self.redis.llen(self.settings.queue)) > ORPHAN_QUEUE_MAX:
-            return 0
         pending = cast(list[str], self.redis.zrangebyscore(keys.PENDING, "-inf", now - 2 * self.settings.lease_s))
         if not pending:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for job_id in pending:
-            pipe.hmget(keys.job(job_id), ["state", "dispatch", "updated", "delivery"])
+            pipe.hmget(keys.job(job_id), ["state", "dispatch", "updated", "delivery", "queue"])
         candidates = [
             (job_id, fields) for job_id, fields in zip(pending, pipe.execute(), strict=True)
             if fields[0] == "queued" and float(fields[2] or 0) < now - 2 * self.settings.lease_s
         ]
         if not candidates:
             return 0
+        queues = {self.queue_of(fields[4]) for _, fields in candidates}
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in sorted(queues):
+            pipe.llen(queue)
+        # A long queue is a backlog, not a loss: its jobs are looked at once it has drained.
+        short = {q for q, depth in zip(sorted(queues), pipe.execute(), strict=True) if int(depth) <= ORPHAN_QUEUE_MAX}
+        candidates = [(job_id, fields) for job_id, fields in candidates if self.queue_of(fields[4]) in short]
+        if not candidates:
+            return 0
         seen: set[tuple[str, int]] = set()
-        for raw in cast(list[str], self.redis.lrange(self.settings.queue, 0, -1)):
-            found = message.locate_envelope(_loads(raw))
-            if found:
-                seen.add(found)
+        for queue in sorted(short):
+            for raw in cast(list[str], self.redis.lrange(queue, 0, -1)):
+                found = message.locate_envelope(_loads(raw))
+                if found:
+                    seen.add(found)
         for raw in cast(list[str], self.redis.hvals(keys.KOMBU_UNACKED)):
             found = message.locate(raw)
             if found:
                 seen.add(found)
         resent = 0
-        for job_id, (_, dispatch, _, delivery) in candidates:
+        for job_id, (_, dispatch, _, delivery, queue) in candidates:
             if (job_id, int(dispatch or 1)) in seen:
                 continue
             payload = self.redis.hget(keys.job(job_id), "payload")
             if payload is None:
                 continue
             if self._push(job_id, "queued", int(dispatch or 1), int(delivery or 1), str(payload), now,
-                          "resent") == "resent":
-                log.warning("lost_message_resent", job_id=job_id, dispatch=dispatch)
+                          "resent", self.queue_of(queue)) == "resent":
+                log.warning("lost_message_resent", job_id=job_id, dispatch=dispatch, queue=self.queue_of(queue))
                 resent += 1
         return resent
 
     def _reclaim(self, job_id: str, now: float) -> str:
-        state, payload, dispatch, delivery = cast(
-            list[str | None], self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery"])
+        state, payload, dispatch, delivery, queue = cast(
+            list[str | None],
+            self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "queue"]),
         )
         if state != "running" or payload is None:
             self.redis.zrem(keys.LEASES, job_id)
@@ -158,12 +176,14 @@ class Reaper:
             )
             log.warning("job_poisoned", job_id=job_id, deliveries=deliveries, outcome=outcome)
             return "poisoned" if outcome == "ok" else "skipped"
-        return self._push(job_id, "running", int(dispatch or 1), deliveries + 1, payload, now, "reclaimed")
+        return self._push(job_id, "running", int(dispatch or 1), deliveries + 1, payload, now, "reclaimed",
+                          self.queue_of(queue))
 
     def _retry(self, job_id: str, now: float) -> str:
-        state, payload, dispatch, delivery, created, error = cast(
+        state, payload, dispatch, delivery, created, error, queue = cast(
             list[str | None],
-            self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "created", "error"]),
+            self.redis.hmget(keys.job(job_id),
+                             ["state", "payload", "dispatch", "delivery", "created", "error", "queue"]),
         )
         if state != "retrying" or payload is None:
             self.redis.zrem(keys.RETRIES, job_id)
@@ -176,13 +196,14 @@ class Reaper:
             )
             self.redis.zrem(keys.RETRIES, job_id)
             return "exhausted" if outcome == "ok" else "skipped"
-        return self._push(job_id, "retrying", int(dispatch or 1), int(delivery or 1), payload, now, "retried")
+        return self._push(job_id, "retrying", int(dispatch or 1), int(delivery or 1), payload, now, "retried",
+                          self.queue_of(queue))
 
     def _push(self, job_id: str, state: str, dispatch: int, delivery: int, payload: str, now: float,
-              done: str) -> str:
-        msg = message.build(self.settings.queue, json.loads(payload), dispatch=dispatch + 1)
+              done: str, queue: str) -> str:
+        msg = message.build(queue, json.loads(payload), dispatch=dispatch + 1)
         outcome = self._requeue(
-            keys=[keys.job(job_id), keys.LEASES, self.settings.queue, keys.RETRIES],
+            keys=[keys.job(job_id), keys.LEASES, queue, keys.RETRIES],
             args=[dispatch, msg, now, job_id, delivery, state],
         )
         if outcome == "ok":
@@ -216,10 +237,11 @@ class Reaper:
 
     def _recover_unacked(self, tag: str, job_id: str, dispatch: int, now: float) -> str:
         """Restore (or drop, if stale) one message a worker reserved long ago and never claimed."""
-        payload = self.redis.hget(keys.job(job_id), "payload")
-        msg = message.build(self.settings.queue, json.loads(str(payload)), dispatch=dispatch + 1) if payload else ""
+        payload, recorded = cast(list[str | None], self.redis.hmget(keys.job(job_id), ["payload", "queue"]))
+        queue = self.queue_of(recorded)
+        msg = message.build(queue, json.loads(str(payload)), dispatch=dispatch + 1) if payload else ""
         outcome = str(self._recover(
-            keys=[keys.job(job_id), self.settings.queue, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX],
+            keys=[keys.job(job_id), queue, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX],
             args=[tag, dispatch, msg, now],
         ))
         if outcome in ("restored", "dropped"):
