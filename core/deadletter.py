@@ -58,7 +58,8 @@ class DeadLetterQueue:
         """Dead-letter a job; returns ok, terminal, lease_lost or changed (see scripts.KILL).
 
         The job must be held by `token`, or, without a token, still be in `expect_state` at
-        `expect_dispatch` (when given). An invalid message is recorded under its own id and
+        `expect_dispatch` (when given). `deliveries` is only used for a job without a record:
+        a job's own delivery count is read from its hash. An invalid message is recorded under its own id and
         never touches a job it names, unless it is that job's own stored payload, refused
         by a worker's limits: then the job itself is dead-lettered.
         """
@@ -69,9 +70,23 @@ class DeadLetterQueue:
             # The job's own message is refused (e.g. workers enforce a smaller limit than the
             # producer did): the job itself is dead, or it would be re-sent and refused forever.
             record_id, guard = job_id, ("", "queued", guard[2])
+        if record_id == job_id:
+            deliveries = self._deliveries(job_id, deliveries)
         outcome = self._write(record_id, job_id, reason, error, payload, raw, history, deliveries, guard, now)
         self.trim()
         return outcome
+
+    def _deliveries(self, job_id: str, given: int) -> int:
+        """The job's own delivery count, so its record and its view agree whatever the caller passed.
+
+        Read just before the guarded KILL: a requeue in between changes the lease or dispatch
+        the guard checks, so a record that is written always carries the count it died with.
+        """
+        stored = self.redis.hget(keys.job(job_id), "delivery")
+        try:
+            return int(str(stored)) if stored is not None else given
+        except ValueError:
+            return given
 
     def _is_stored_payload(self, job_id: str, payload: dict[str, Any] | None) -> bool:
         if payload is None:

@@ -71,6 +71,8 @@ return 'ok'
 # caller saw; expecting 'running' also requires its lease to have expired, so the reaper never
 # kills a fresh claim or a worker that came back and renewed. Returns ok | terminal | lease_lost
 # | changed.
+# The job hash keeps the counts its view shows, taken from the record itself so the two agree:
+# attempts = the calls in the record's history (skipped tiers are not calls).
 KILL = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'dispatch', 'lease_until')
 local state = h[1]
@@ -80,8 +82,15 @@ if ARGV[9] ~= '' and state ~= ARGV[9] then return 'changed' end
 if ARGV[10] ~= '' and tonumber(h[3] or '0') ~= tonumber(ARGV[10]) then return 'changed' end
 if ARGV[9] == 'running' and tonumber(h[4] or '0') > tonumber(ARGV[5]) then return 'changed' end
 if state then
+  local attempts = 0
+  local decoded, record = pcall(cjson.decode, ARGV[2])
+  if decoded and type(record) == 'table' and type(record.history) == 'table' then
+    for _, entry in ipairs(record.history) do
+      if type(entry) == 'table' and entry.outcome ~= 'skipped' then attempts = attempts + 1 end
+    end
+  end
   redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[3], 'error', ARGV[4],
-             'updated', ARGV[5], 'lease', '')
+             'updated', ARGV[5], 'lease', '', 'attempts', attempts)
   redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 redis.call('ZREM', KEYS[2], ARGV[7])
@@ -140,6 +149,7 @@ if h[1] and h[1] ~= 'dead' then return 'not_dead' end
 if tonumber(h[2] or '0') ~= tonumber(ARGV[1]) then return 'changed' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1, 'delivery', 1,
            'updated', ARGV[3], 'reason', '', 'payload', ARGV[5])
+redis.call('HDEL', KEYS[1], 'attempts')
 redis.call('HSETNX', KEYS[1], 'created', ARGV[6])
 redis.call('HSETNX', KEYS[1], 'queue', ARGV[7])
 redis.call('PERSIST', KEYS[1])

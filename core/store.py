@@ -97,7 +97,8 @@ def view_from_hash(job_id: str, fields: dict[str, str]) -> JobView:
         created=float(fields.get("created") or payload.get("created") or 0),
         updated=float(fields["updated"]) if fields.get("updated") else None,
         delivery=int(fields.get("delivery") or 0),
-        attempts=result.attempts if result else 0,
+        # A dead job has no result: its calls are counted from its dead letter's history (KILL).
+        attempts=result.attempts if result else int(fields.get("attempts") or 0),
         result=result,
         reason=DeadReason(reason) if reason else None,
         error=fields.get("error") or None,

@@ -156,3 +156,34 @@ def test_dlq_cli_list_show_replay_and_purge_asks_first(stack: Stack, settings: S
     purged = askq("purge", "--yes")
     assert purged.returncode == 0 and purged.stdout.strip() == "1"
     assert dlq.count() == 0
+
+
+def _askq_json(stack: Stack, *args: str) -> object:
+    out = subprocess.run([sys.executable, "-m", "askq", *args], env=stack.env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_dead_job_and_its_dead_letter_tell_the_same_counts(
+    stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
+) -> None:
+    sim.configure({"latency_s": 0.02, "faults": [ALL_FAIL]})
+    stack.start_worker(concurrency=4)
+    wait_workers(r, 1)
+    client = Client(settings)
+    job_id = client.submit("Can I get a refund for a damaged item?")
+    assert client.wait(job_id, timeout=30).state is JobState.DEAD
+    status = _askq_json(stack, "status", job_id)
+    shown = _askq_json(stack, "dlq", "show", job_id)
+    assert isinstance(status, dict) and isinstance(shown, dict)
+    calls = [a for a in shown["history"] if a["outcome"] != "skipped"]
+    assert len(calls) >= 2  # a permanent error on each tier
+    assert status["delivery"] == shown["deliveries"] == 1
+    assert status["attempts"] == len(calls)
+    assert client.get(job_id).attempts == len(calls) and client.dead_letter(job_id).deliveries == 1
+    # Replayed, the job starts counting again and shows no stale attempts meanwhile.
+    sim.configure({"latency_s": 0.02})
+    assert client.replay(job_id) == "ok"
+    view = client.wait(job_id, timeout=30)
+    assert view.state is JobState.SUCCEEDED and view.delivery == 1 and view.attempts == 1
