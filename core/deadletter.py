@@ -41,6 +41,7 @@ class DeadLetterQueue:
         self.settings = settings
         self._kill = client.register_script(scripts.KILL)
         self._replay = client.register_script(scripts.REPLAY)
+        self._drop = client.register_script(scripts.DROP)
 
     def kill(
         self,
@@ -138,15 +139,17 @@ class DeadLetterQueue:
         excess = int(total) - len(old) - self.settings.dlq_max_records
         if excess > 0:
             old += cast(list[str], self.redis.zrange(keys.DLQ_INDEX, len(old), len(old) + excess - 1))
-        if not old:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(old), 500):
-            chunk = old[start : start + 500]
-            pipe.zrem(keys.DLQ_INDEX, *chunk)
-            pipe.delete(*[keys.dead_letter(i) for i in chunk])
-        pipe.execute()
+        self._drop_all(old)
         return len(old)
+
+    def _drop_all(self, record_ids: list[str]) -> None:
+        """Delete these records, each with its job while that is still dead (scripts.DROP)."""
+        for start in range(0, len(record_ids), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            for record_id in record_ids[start : start + 500]:
+                self._drop(keys=[keys.job(record_id), keys.dead_letter(record_id), keys.DLQ_INDEX],
+                           args=[record_id], client=pipe)
+            pipe.execute()
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DLQ_INDEX))
@@ -202,11 +205,5 @@ class DeadLetterQueue:
 
     def purge(self, reason: DeadReason | None = None) -> int:
         records = self.list(reason=reason, limit=self.settings.dlq_max_records)
-        if not records:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for r in records:
-            pipe.delete(keys.dead_letter(r.id))
-            pipe.zrem(keys.DLQ_INDEX, r.id)
-        pipe.execute()
+        self._drop_all([r.id for r in records])
         return len(records)

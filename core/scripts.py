@@ -91,7 +91,9 @@ if state then
   end
   redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[3], 'error', ARGV[4],
              'updated', ARGV[5], 'lease', '', 'attempts', attempts)
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  -- A dead job lives exactly as long as its dead letter (not result_ttl): until then its
+  -- idempotency key names this dead job, and list, show, status and replay agree about it.
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
 end
 redis.call('ZREM', KEYS[2], ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[7])
@@ -100,6 +102,16 @@ redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
 redis.call('HINCRBY', KEYS[6], 'dead', 1)
 redis.call('HINCRBY', KEYS[6], 'dead:' .. ARGV[3], 1)
 return 'ok'
+"""
+
+# KEYS: job, dlq_record, dlq_index   ARGV: record id
+# Drops a dead letter (trimmed or purged) and, while it is still dead, its job: a dead job and
+# its dead letter come and go together, so no id is dead in one view and unknown in the other.
+DROP = """
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') == 'dead' then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 # KEYS: job, leases, queue, retries   ARGV: expected dispatch, message, now, job_id, new delivery,

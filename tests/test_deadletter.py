@@ -187,3 +187,38 @@ def test_dead_job_and_its_dead_letter_tell_the_same_counts(
     assert client.replay(job_id) == "ok"
     view = client.wait(job_id, timeout=30)
     assert view.state is JobState.SUCCEEDED and view.delivery == 1 and view.attempts == 1
+
+
+def test_a_dead_job_lives_as_long_as_its_dead_letter(settings: Settings, r: redis.Redis) -> None:
+    """One truth per job id: past result_ttl_s a dead job is still dead, listed and replayable."""
+    short = settings.model_copy(update={"result_ttl_s": 1, "dlq_max_age_s": 120})
+    client, dlq = Client(short), DeadLetterQueue(r, short)
+    job_id = client.submit("Is the warranty transferable?", idempotency_key="warranty-7")
+    payload = json.loads(str(r.hget(keys.job(job_id), "payload")))
+    assert dlq.kill(job_id, DeadReason.PERMANENT_ERROR, "refused", payload=payload, expect_state="queued") == "ok"
+    assert r.ttl(keys.job(job_id)) > short.result_ttl_s
+    time.sleep(short.result_ttl_s + 0.5)  # past the result TTL, well within the dead letter's
+    assert client.submit("Is the warranty transferable?", idempotency_key="warranty-7") == job_id
+    assert client.get(job_id).state is JobState.DEAD
+    assert [d.id for d in client.dead_letters()] == [job_id]
+    assert client.replay(job_id) == "ok"
+    assert client.get(job_id).state is JobState.QUEUED and r.ttl(keys.job(job_id)) == -1
+
+
+def test_trimmed_or_purged_dead_letter_takes_its_dead_job_along(settings: Settings, r: redis.Redis) -> None:
+    capped = settings.model_copy(update={"dlq_max_records": 1})
+    client, dlq = Client(capped), DeadLetterQueue(r, capped)
+    first = client.submit("Do you ship abroad?", idempotency_key="abroad")
+    second = client.submit("Do you ship to islands?", idempotency_key="islands")
+    for job_id in (first, second):
+        payload = json.loads(str(r.hget(keys.job(job_id), "payload")))
+        dlq.kill(job_id, DeadReason.PERMANENT_ERROR, "refused", payload=payload)
+        time.sleep(0.01)
+    assert [d.id for d in dlq.list()] == [second]
+    # The trimmed record's job went with it: its key submits a fresh job, not a dead one.
+    assert not r.exists(keys.job(first))
+    assert client.submit("Do you ship abroad?", idempotency_key="abroad") == first
+    assert client.get(first).state is JobState.QUEUED
+    assert client.purge_dead_letters() == 1
+    assert not r.exists(keys.job(second))
+    assert client.purge_dead_letters() == 0 and client.get(first).state is JobState.QUEUED
