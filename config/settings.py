@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1)
     # A worker running one job longer than this is shown `stalled` (askq workers, metrics).
     job_deadline_s: float = Field(120.0, gt=0)
+    # A dead worker (no heartbeat) stays in `askq workers` this long, then its entry is removed.
+    worker_retention_s: float = Field(3600.0, gt=0)
     # A run still going after this is cut and the job goes to a durable retry: the hard cap.
     run_timeout_s: float = Field(600.0, gt=0)
 
@@ -194,6 +196,8 @@ class Settings(BaseSettings):
             raise ValueError("durable_retry_cap_s must stay below visibility_timeout_s")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("heartbeat_s must be shorter than lease_s so leases are renewed in time")
+        if self.worker_retention_s <= 3 * self.heartbeat_s:
+            raise ValueError("worker_retention_s must exceed three heartbeat_s, or live workers would be dropped")
         return self
 
     def provider(self, name: str) -> ProviderSettings:

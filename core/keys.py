@@ -44,7 +44,8 @@ def dead_letter(dlq_id: str) -> str:
     return f"{PREFIX}:dlq:{dlq_id}"
 
 
-# ZSET worker name -> last heartbeat (epoch s) — owner: workers (heartbeat). No TTL; dead kept 1 h.
+# ZSET worker name -> last heartbeat (epoch s) — owner: workers (heartbeat). No TTL; entries of
+# workers silent past worker_retention_s (1 h) are removed by the reaper, with their hash.
 WORKERS = f"{PREFIX}:workers"
 
 

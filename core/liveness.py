@@ -44,9 +44,11 @@ def _number(fields: dict[str, str], name: str, default: float) -> float:
 
 
 def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
-    """Every worker that ever beat (dead ones until their record expires), judged by its own timings."""
+    """Every worker that beat within worker_retention_s (dead ones too), judged by its own timings."""
     now = time.time()
-    entries = cast(list[tuple[str, float]], client.zrange(keys.WORKERS, 0, -1, withscores=True))
+    # Workers silent past the retention are gone (the reaper removes them; hidden here meanwhile).
+    entries = cast(list[tuple[str, float]],
+                   client.zrangebyscore(keys.WORKERS, now - settings.worker_retention_s, "+inf", withscores=True))
     pipe = client.pipeline(transaction=False)
     for name, _ in entries:
         pipe.hgetall(keys.worker(str(name)))

@@ -12,6 +12,7 @@ import redis
 
 from askq.stack import Stack
 from config.settings import Settings
+from core import keys
 from core.liveness import list_workers
 from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
@@ -53,3 +54,20 @@ def test_killed_worker_is_dead_and_stuck_worker_is_stalled(
     shown = _cli_workers(stack)  # the operator's view agrees
     assert shown[victim.pid]["state"] == "dead" and shown[stuck.pid]["state"] == "stalled"
     stack.kill_worker(stuck, signal.SIGKILL)  # a warm shutdown would wait for the hung job
+
+
+def test_dead_workers_leave_the_list_after_the_retention(stack: Stack, r: redis.Redis, settings: Settings) -> None:
+    retention = {"ASKQ_WORKER_RETENTION_S": "4"}
+    victims = [stack.start_worker(concurrency=2, **retention) for _ in range(2)]
+    survivor = stack.start_worker(concurrency=2, **retention)
+    wait_workers(r, 3)
+    for victim in victims:
+        stack.kill_worker(victim, signal.SIGKILL)
+    # First shown dead, as operators expect of a killed worker ...
+    wait_for(lambda: {w["state"] for p, w in _cli_workers(stack).items() if p in (victims[0].pid, victims[1].pid)}
+             == {"dead"}, 20, interval=0.3, what="killed workers shown dead")
+    # ... then gone, entry and details, while the live worker stays.
+    wait_for(lambda: r.zcard(keys.WORKERS) == 1, 30, interval=0.3, what="dead workers removed")
+    shown = _cli_workers(stack)
+    assert list(shown) == [survivor.pid] and shown[survivor.pid]["state"] == "alive"
+    assert r.keys(keys.worker("*")) == [keys.worker(str(r.zrange(keys.WORKERS, 0, -1)[0]))]

@@ -97,8 +97,24 @@ class Reaper:
         if now >= self._orphans_due:
             self._orphans_due = now + ORPHAN_EVERY_S
             done["resent"] = self.resend_lost(now)
+        done["forgotten"] = self.forget_dead_workers(now)
         done.pop("skipped")
         return done
+
+    def forget_dead_workers(self, now: float) -> int:
+        """Remove workers silent for longer than worker_retention_s from the workers list."""
+        cutoff = now - self.settings.worker_retention_s
+        gone = cast(list[str], self.redis.zrangebyscore(keys.WORKERS, "-inf", cutoff))
+        if not gone:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        # By score, so a worker that beat meanwhile (it was only frozen) stays listed; its details
+        # hash is written again with its next beat.
+        pipe.zremrangebyscore(keys.WORKERS, "-inf", cutoff)
+        pipe.delete(*[keys.worker(name) for name in gone])
+        pipe.execute()
+        log.info("dead_workers_forgotten", count=len(gone))
+        return len(gone)
 
     def queue_of(self, recorded: str | None) -> str:
         """The queue a job goes back to: the one it was submitted to (this reaper's own for jobs
