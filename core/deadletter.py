@@ -177,8 +177,20 @@ class DeadLetterQueue:
             raise JobNotFoundError(f"no dead letter {record_id!r}")
         return DeadLetter.model_validate_json(raw)
 
-    def replay(self, record_id: str) -> str:
-        """Re-enqueue a dead job with its payload and id; returns ok, not_dead, changed or no_payload."""
+    def server_time(self) -> float:
+        """Now on Redis's clock, the one deaths are stamped with (a host's clock may be off)."""
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1_000_000
+
+    def replay(self, record_id: str, asked_at: float | None = None) -> str:
+        """Re-enqueue a dead job with its payload and id; returns ok, not_dead, newer, changed or no_payload.
+
+        `asked_at` (Redis clock, default: now) is when the operator asked: a job that died again
+        after it is not replayed again (`newer`), so N concurrent replays of one death run it once
+        even when the job dies again at once.
+        """
+        if asked_at is None:
+            asked_at = self.server_time()
         try:
             record = self.show(record_id)
         except JobNotFoundError:
@@ -196,12 +208,16 @@ class DeadLetterQueue:
         outcome = self._replay(
             keys=[keys.job(record.id), queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
             args=[int(dispatch or 0), msg, time.time(), record.id, payload_text(record.payload),
-                  record.created or time.time(), queue],
+                  record.created or time.time(), queue, asked_at],
         )
         return str(outcome)
 
-    def replay_many(self, reason: DeadReason | None = None) -> dict[str, str]:
-        return {r.id: self.replay(r.id) for r in self.list(reason=reason, limit=self.settings.dlq_max_records)}
+    def replay_many(self, reason: DeadReason | None = None, asked_at: float | None = None) -> dict[str, str]:
+        """Replay every record (with this reason) once: jobs dying again meanwhile are not replayed again."""
+        if asked_at is None:
+            asked_at = self.server_time()
+        return {r.id: self.replay(r.id, asked_at)
+                for r in self.list(reason=reason, limit=self.settings.dlq_max_records)}
 
     def purge(self, reason: DeadReason | None = None) -> int:
         records = self.list(reason=reason, limit=self.settings.dlq_max_records)

@@ -89,8 +89,12 @@ if state then
       if type(entry) == 'table' and entry.outcome ~= 'skipped' then attempts = attempts + 1 end
     end
   end
+  -- The moment of death on Redis's clock, one clock for every host: a replay asked for
+  -- before it must not replay this newer death (REPLAY).
+  local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'state', 'dead', 'reason', ARGV[3], 'error', ARGV[4],
-             'updated', ARGV[5], 'lease', '', 'attempts', attempts)
+             'updated', ARGV[5], 'lease', '', 'attempts', attempts,
+             'dead_at', t[1] + t[2] / 1000000)
   -- A dead job lives exactly as long as its dead letter (not result_ttl): until then its
   -- idempotency key names this dead job, and list, show, status and replay agree about it.
   redis.call('EXPIRE', KEYS[1], ARGV[8])
@@ -153,11 +157,15 @@ return 'ok'
 """
 
 # KEYS: job, queue, pending, dlq_record, dlq_index
-# ARGV: expected dispatch, message (carrying dispatch + 1), now, job_id, payload, created, queue
-# Puts a dead job back on the queue; one that is no longer dead (already replayed) is left alone.
+# ARGV: expected dispatch, message (carrying dispatch + 1), now, job_id, payload, created, queue,
+#   asked at (Redis clock; '' = any)
+# Puts a dead job back on the queue; one that is no longer dead (already replayed) is left alone,
+# and so is one that died again after the replay was asked for: replaying a death replays that
+# death only, however many replays of it run at once (returns 'newer').
 REPLAY = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch')
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'dead_at')
 if h[1] and h[1] ~= 'dead' then return 'not_dead' end
+if ARGV[8] ~= '' and tonumber(h[3] or '0') > tonumber(ARGV[8]) then return 'newer' end
 if tonumber(h[2] or '0') ~= tonumber(ARGV[1]) then return 'changed' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1, 'delivery', 1,
            'updated', ARGV[3], 'reason', '', 'payload', ARGV[5])

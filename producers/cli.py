@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -132,6 +133,14 @@ def _wait_many(client: Client, ids: list[str], timeout: float) -> dict[str, JobV
         return client.wait_many(ids, timeout, lambda done: progress.update(task, completed=done))
 
 
+def _asked_at(client: Client) -> float:
+    """When the operator ran this command, on Redis's clock: its start, not the moment it got
+    round to replaying, so a job that died again while the command started is not replayed
+    twice. The time since start is measured on this host's clock, so its offset cancels out."""
+    started = psutil.Process().create_time()
+    return client.dlq.server_time() - max(0.0, time.time() - started)
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     client = Client()
     reason = DeadReason(args.reason) if getattr(args, "reason", None) else None
@@ -152,10 +161,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         print(client.dead_letter(args.id).model_dump_json(indent=2))
         return 0
     if args.dlq_command == "replay":
+        asked_at = _asked_at(client)
         if args.id:
-            outcomes = {args.id: client.replay(args.id)}
+            outcomes = {args.id: client.dlq.replay(args.id, asked_at)}
         elif args.all or reason:
-            outcomes = client.replay_all(reason)
+            outcomes = client.dlq.replay_many(reason, asked_at)
         else:
             raise InvalidJobError("give a dead-letter ID, --all or --reason R")
         for record_id, outcome in outcomes.items():

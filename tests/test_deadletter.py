@@ -222,3 +222,32 @@ def test_trimmed_or_purged_dead_letter_takes_its_dead_job_along(settings: Settin
     assert client.purge_dead_letters() == 1
     assert not r.exists(keys.job(second))
     assert client.purge_dead_letters() == 0 and client.get(first).state is JobState.QUEUED
+
+
+def test_concurrent_replays_of_a_job_that_dies_again_at_once_run_it_once(
+    stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
+) -> None:
+    """Five `askq dlq replay ID` at the same moment; the job dies again as soon as it runs."""
+    stack.start_worker(concurrency=8)
+    wait_workers(r, 1)
+    client = Client(settings)
+    job_id = client.submit("Please escalate [[sim:bad_request]] my ticket")
+    assert client.wait(job_id, timeout=30).state is JobState.DEAD
+    dispatch = int(r.hget(keys.job(job_id), "dispatch") or 0)
+    sim.reset()
+    # Started at one moment, they reach Redis at different times, as on a loaded machine: each
+    # later one finds the job dead again (and would replay that newer death without the fix).
+    code = "import sys, time; time.sleep(float(sys.argv[1])); from askq.cli import main; sys.exit(main(sys.argv[2:]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(0.6 * i), "dlq", "replay", job_id], env=stack.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(5)]
+    outcomes = Counter(proc.communicate(timeout=60)[0].split()[-1] for proc in procs)
+    assert outcomes["ok"] == 1, outcomes
+    assert set(outcomes) <= {"ok", "not_dead", "newer"}, outcomes
+    # It ran once more and died once more: one new dispatch, one record, the calls of one run.
+    wait_for(lambda: client.get(job_id).state is JobState.DEAD, 30, what="job dead again")
+    time.sleep(1.0)  # a second replay, had one been let through, would have run by now
+    assert int(r.hget(keys.job(job_id), "dispatch") or 0) == dispatch + 1
+    assert client.get(job_id).state is JobState.DEAD and [d.id for d in client.dead_letters()] == [job_id]
+    assert sim.requests("primary") == 1
+    # Asked now, after that death, a replay runs the job again.
+    assert client.replay(job_id) == "ok"
