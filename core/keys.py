@@ -20,8 +20,10 @@ KOMBU_UNACKED_INDEX = "unacked_index"
 # created, updated, queue (the queue it was submitted to; every requeue goes back there),
 # dispatch (enqueue sequence), delivery (deliveries for the poison cap),
 # lease, lease_until, worker, started, result, source, degraded, result_writes, upgrades,
-# reason, error. The job id of an idempotency key is derived from the key, so this hash is
-# also the idempotency record. TTL: result_ttl_s once terminal.
+# reason, error, attempts and dead_at (when dead), losses (JSON: per lost delivery, the worker
+# and the jobs running alongside), probation (parked | released). The job id of an idempotency
+# key is derived from the key, so this hash is also the idempotency record. TTL: result_ttl_s
+# once succeeded, dlq_max_age_s once dead (as long as its dead letter).
 def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
@@ -31,6 +33,13 @@ LEASES = f"{PREFIX}:leases"
 
 # ZSET job id -> due time (epoch s) of jobs waiting for a durable retry — owner: workers, reaper.
 RETRIES = f"{PREFIX}:retries"
+
+# ZSET job id -> parked time of jobs at the poison cap that always died alongside the same other
+# job(s): each waits (state retrying) to run apart from the others — owner: reaper. No TTL.
+PROBATION = f"{PREFIX}:probation"
+
+# STRING id of the parked job now let out to run apart — owner: reaper. No TTL.
+PROBATION_RUNNING = f"{PREFIX}:probation:running"
 
 # ZSET job id -> created time of every job not yet terminal — owner: store. Lets `lost` be counted.
 PENDING = f"{PREFIX}:pending"

@@ -86,7 +86,10 @@ if state then
   local decoded, record = pcall(cjson.decode, ARGV[2])
   if decoded and type(record) == 'table' and type(record.history) == 'table' then
     for _, entry in ipairs(record.history) do
-      if type(entry) == 'table' and entry.outcome ~= 'skipped' then attempts = attempts + 1 end
+      -- Calls only: a provider's attempt, not a skipped tier nor a lost delivery (poison).
+      if type(entry) == 'table' and entry.provider and entry.outcome ~= 'skipped' then
+        attempts = attempts + 1
+      end
     end
   end
   -- The moment of death on Redis's clock, one clock for every host: a replay asked for
@@ -120,7 +123,7 @@ return 1
 
 # KEYS: job, leases, queue, retries   ARGV: expected dispatch, message, now, job_id, new delivery,
 #   expected state ('running' with an expired lease, 'retrying' when due, or 'queued' when its
-#   message was lost in flight)
+#   message was lost in flight), losses (JSON, '' = unchanged)
 # Re-enqueues a job whose lease expired, whose durable retry is due or whose message is gone;
 # bumps dispatch. A job that changed meanwhile only loses index entries that no longer apply.
 REQUEUE = """
@@ -133,6 +136,7 @@ end
 if h[1] == 'running' and tonumber(h[3] or '0') > tonumber(ARGV[3]) then return 'alive' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1,
            'delivery', ARGV[5], 'updated', ARGV[3], 'lease', '')
+if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'losses', ARGV[7]) end
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
 if ARGV[6] == 'retrying' then
@@ -141,6 +145,37 @@ else
   -- A reclaimed or lost job already waited its turn: it goes to the end served next (BRPOP).
   redis.call('RPUSH', KEYS[3], ARGV[2])
 end
+return 'ok'
+"""
+
+# KEYS: job, leases, probation   ARGV: expected dispatch, now, job_id, new delivery, losses, error
+# Parks a job whose lease expired at the poison cap without being the proven culprit (it always
+# died alongside the same other job): `retrying`, in no queue and no retry schedule, until the
+# reaper lets it out to run apart from the other parked jobs (RELEASE). Returns ok | changed | alive.
+PARK = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until')
+if h[1] ~= 'running' or tonumber(h[2]) ~= tonumber(ARGV[1]) then
+  if h[1] ~= 'running' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+  return 'changed'
+end
+if tonumber(h[3] or '0') > tonumber(ARGV[2]) then return 'alive' end
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'delivery', ARGV[4], 'losses', ARGV[5],
+           'updated', ARGV[2], 'lease', '', 'error', ARGV[6], 'probation', 'parked')
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return 'ok'
+"""
+
+# KEYS: probation, probation_running, retries, job   ARGV: job_id, now, apart ('1' or '0')
+# Lets a parked job out: due for a retry now (the reaper's retry sweep re-enqueues it). One let
+# out to run apart is remembered, so the next is let out only once it has ended; one cleared
+# (the job it always died with proved the poison) is not.
+RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[4], 'state') ~= 'retrying' then return 'changed' end
+redis.call('HSET', KEYS[4], 'probation', 'released')
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], ARGV[1]) end
 return 'ok'
 """
 
@@ -169,7 +204,7 @@ if ARGV[8] ~= '' and tonumber(h[3] or '0') > tonumber(ARGV[8]) then return 'newe
 if tonumber(h[2] or '0') ~= tonumber(ARGV[1]) then return 'changed' end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'dispatch', tonumber(ARGV[1]) + 1, 'delivery', 1,
            'updated', ARGV[3], 'reason', '', 'payload', ARGV[5])
-redis.call('HDEL', KEYS[1], 'attempts')
+redis.call('HDEL', KEYS[1], 'attempts', 'losses', 'probation')
 redis.call('HSETNX', KEYS[1], 'created', ARGV[6])
 redis.call('HSETNX', KEYS[1], 'queue', ARGV[7])
 redis.call('PERSIST', KEYS[1])

@@ -12,6 +12,16 @@ after its visibility timeout, an hour by default.
 
 One reaper serves every queue on the Redis (the lock is shared): each job goes back to the
 queue it was submitted to (recorded in its hash), never to the reaper's own.
+
+Poison and bystanders. A worker process runs many jobs, so when it dies every job it ran loses
+a delivery, the culprit and its bystanders alike. Each reclaim records, per lost delivery, the
+worker and the jobs that were running alongside. At the delivery cap a job is poison only if it
+is the common factor of its losses: it died alone once, or no other job was there every time.
+A job that always died alongside the same other job(s) cannot be told from them yet: it is
+parked, and the parked jobs are let out one at a time, each after the previous one ended, so
+each runs apart from the others; a job lost again while let out is poison, the others finish.
+Parked jobs whose companion in every death has since been found poison are cleared: all let
+out at once.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import json
 import threading
 import time
 import uuid
-from typing import cast
+from typing import Any, cast
 
 import redis
 import structlog
@@ -54,6 +64,26 @@ ORPHAN_QUEUE_MAX = 1000
 # Unacked entries looked at per sweep: those of long-running jobs stay there, so the window is
 # wide enough that they cannot hide abandoned ones behind them.
 UNACKED_BATCH = 2000
+# Job ids a lost delivery names as running alongside, at most: enough to tell the culprit.
+MAX_ALONGSIDE = 50
+
+
+def is_culprit(losses: list[dict[str, Any]]) -> bool:
+    """Whether a job is the common factor of its lost deliveries (the poison rule, see above).
+
+    True when it died alone at least once, or when no other job was running alongside every
+    time; False when the same other job(s) shared every one of its deaths.
+    """
+    alongside = [set(loss.get("running_with") or []) for loss in losses]
+    return not alongside or not set.intersection(*alongside)
+
+
+def _losses(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        found = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [x for x in found if isinstance(x, dict)] if isinstance(found, list) else []
 
 
 class Reaper:
@@ -67,7 +97,13 @@ class Reaper:
         self._lock = client.register_script(_LOCK)
         self._requeue = client.register_script(scripts.REQUEUE)
         self._recover = client.register_script(scripts.RECOVER)
+        self._park = client.register_script(scripts.PARK)
+        self._release = client.register_script(scripts.RELEASE)
         self._orphans_due = 0.0
+        # Per sweep: worker name -> ids of its running jobs whose leases end soon (a dead worker's).
+        self._running: dict[str, set[str]] | None = None
+        # Worker name -> (last time, ids) of jobs reclaimed from it lately: lost in the same death.
+        self._lost_from: dict[str, tuple[float, set[str]]] = {}
         # delivery tag -> (job id, dispatch) of unacked entries already read (None: not ours).
         self._located: dict[str, tuple[str, int] | None] = {}
 
@@ -77,9 +113,10 @@ class Reaper:
 
     def sweep(self) -> dict[str, int]:
         """Reclaim expired leases and fire due retries; returns counts of what was done."""
-        done = {"reclaimed": 0, "poisoned": 0, "retried": 0, "exhausted": 0, "restored": 0, "dropped": 0,
-                "skipped": 0}
+        done = {"reclaimed": 0, "poisoned": 0, "parked": 0, "retried": 0, "exhausted": 0, "restored": 0,
+                "dropped": 0, "skipped": 0}
         now = time.time()
+        self._running = None
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=BATCH)
         pipe.zrangebyscore(keys.RETRIES, "-inf", now, start=0, num=BATCH)
@@ -90,6 +127,9 @@ class Reaper:
         expired, due, abandoned = pipe.execute()
         for job_id in expired:
             done[self._reclaim(str(job_id), now)] += 1
+        released = self._release_parked(now)
+        due = [*due, *released]
+        done["released"] = len(released)
         for job_id in due:
             done[self._retry(str(job_id), now)] += 1
         for tag, job_id, dispatch in self._abandoned(cast(list[str], abandoned)):
@@ -175,25 +215,117 @@ class Reaper:
         return resent
 
     def _reclaim(self, job_id: str, now: float) -> str:
-        state, payload, dispatch, delivery, queue = cast(
+        state, payload, dispatch, delivery, queue, worker, recorded, probation = cast(
             list[str | None],
-            self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "queue"]),
+            self.redis.hmget(keys.job(job_id), ["state", "payload", "dispatch", "delivery", "queue", "worker",
+                                                "losses", "probation"]),
         )
         if state != "running" or payload is None:
             self.redis.zrem(keys.LEASES, job_id)
             return "skipped"
         deliveries = int(delivery or 1)
-        if deliveries >= self.settings.max_deliveries:
+        alongside = self._alongside(job_id, worker or "", now)
+        losses = [*_losses(recorded), {"outcome": "lost", "delivery": deliveries, "worker": worker or "",
+                                       "at": round(now, 3), "running_with": alongside}]
+        if deliveries < self.settings.max_deliveries:
+            done = self._push(job_id, "running", int(dispatch or 1), deliveries + 1, payload, now, "reclaimed",
+                              self.queue_of(queue), json.dumps(losses))
+        elif probation == "released" or is_culprit(losses):
+            why = ("lost again while running apart from the jobs it always died with" if probation == "released"
+                   else "alone, or each time with different jobs: the common factor")
             outcome = self.dlq.kill(
                 job_id, DeadReason.POISON,
-                f"worker lost {deliveries} times while running this job (lease expired)",
-                payload=json.loads(payload), deliveries=deliveries,
+                f"worker lost {deliveries} times while running this job (lease expired); {why}",
+                payload=json.loads(payload), history=losses, deliveries=deliveries,
                 expect_state="running", expect_dispatch=int(dispatch or 1),
             )
             log.warning("job_poisoned", job_id=job_id, deliveries=deliveries, outcome=outcome)
-            return "poisoned" if outcome == "ok" else "skipped"
-        return self._push(job_id, "running", int(dispatch or 1), deliveries + 1, payload, now, "reclaimed",
-                          self.queue_of(queue))
+            done = "poisoned" if outcome == "ok" else "skipped"
+        else:
+            done = self._park_job(job_id, int(dispatch or 1), deliveries, losses, now)
+        if done != "skipped" and worker:
+            self._lost_from[worker] = (now, self._lost_from.get(worker, (now, set()))[1] | {job_id})
+        return done
+
+    def _alongside(self, job_id: str, worker: str, now: float) -> list[str]:
+        """The jobs that ran in the same worker process as job_id when it was lost.
+
+        A dead worker's leases all end within one heartbeat of each other (they are renewed
+        together), so its other jobs are those with a lease ending by then, plus those already
+        reclaimed from it lately.
+        """
+        if self._running is None:
+            ids = cast(list[str], self.redis.zrangebyscore(keys.LEASES, "-inf", now + self.settings.heartbeat_s,
+                                                           start=0, num=UNACKED_BATCH))
+            pipe = self.redis.pipeline(transaction=False)
+            for other in ids:
+                pipe.hmget(keys.job(other), ["state", "worker"])
+            self._running = {}
+            for other, (state, owner) in zip(ids, pipe.execute(), strict=True):
+                if state == "running" and owner:
+                    self._running.setdefault(str(owner), set()).add(str(other))
+            horizon = now - 2 * self.settings.lease_s
+            self._lost_from = {w: entry for w, entry in self._lost_from.items() if entry[0] >= horizon}
+        others = self._running.get(worker, set()) | self._lost_from.get(worker, (now, set()))[1]
+        return sorted(others - {job_id})[:MAX_ALONGSIDE]
+
+    def _park_job(self, job_id: str, dispatch: int, deliveries: int, losses: list[dict[str, Any]], now: float) -> str:
+        common = sorted(set.intersection(*[set(loss.get("running_with") or []) for loss in losses]))
+        outcome = self._park(
+            keys=[keys.job(job_id), keys.LEASES, keys.PROBATION],
+            args=[dispatch, now, job_id, deliveries + 1, json.dumps(losses),
+                  f"worker lost {deliveries} times, each time alongside {', '.join(common[:5])}: "
+                  "parked to run apart from them"],
+        )
+        if outcome == "ok":
+            log.warning("job_parked", job_id=job_id, deliveries=deliveries, alongside=common[:5])
+            return "parked"
+        return "skipped"
+
+    def _release_parked(self, now: float) -> list[str]:
+        """Let parked jobs out: every one cleared by a poisoned companion, and the next one to run
+        apart once the one let out before has ended. Returns their ids."""
+        parked = cast(list[str], self.redis.zrange(keys.PROBATION, 0, BATCH - 1))
+        if not parked:
+            return []
+        released = [job_id for job_id in self._cleared(parked) if self._let_out(job_id, now, apart=False)]
+        current = cast(str | None, self.redis.get(keys.PROBATION_RUNNING))
+        if current is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(keys.job(current), "state")
+            pipe.zscore(keys.PROBATION, current)
+            state, waiting = pipe.execute()
+            if state in ("queued", "running", "retrying") and waiting is None:
+                return released  # still on its way: the others wait
+            self.redis.delete(keys.PROBATION_RUNNING)
+        for job_id in parked:
+            if job_id not in released and self._let_out(job_id, now, apart=True):
+                return [*released, job_id]
+        return released
+
+    def _let_out(self, job_id: str, now: float, apart: bool) -> bool:
+        outcome = self._release(keys=[keys.PROBATION, keys.PROBATION_RUNNING, keys.RETRIES, keys.job(job_id)],
+                                args=[job_id, now, "1" if apart else "0"])
+        if outcome == "ok":
+            log.info("job_released", job_id=job_id, apart=apart)
+        return bool(outcome == "ok")
+
+    def _cleared(self, parked: list[str]) -> list[str]:
+        """Parked jobs one of whose companions in every death is now dead as poison."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in parked:
+            pipe.hget(keys.job(job_id), "losses")
+        common = {job_id: set.intersection(*[set(x.get("running_with") or []) for x in losses])
+                  for job_id, raw in zip(parked, pipe.execute(), strict=True) if (losses := _losses(raw))}
+        suspects = sorted(set().union(*common.values())) if common else []
+        if not suspects:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for other in suspects:
+            pipe.hmget(keys.job(other), ["state", "reason"])
+        poisoned = {other for other, (state, reason) in zip(suspects, pipe.execute(), strict=True)
+                    if state == "dead" and reason == DeadReason.POISON.value}
+        return [job_id for job_id, companions in common.items() if companions & poisoned]
 
     def _retry(self, job_id: str, now: float) -> str:
         state, payload, dispatch, delivery, created, error, queue = cast(
@@ -216,11 +348,11 @@ class Reaper:
                           self.queue_of(queue))
 
     def _push(self, job_id: str, state: str, dispatch: int, delivery: int, payload: str, now: float,
-              done: str, queue: str) -> str:
+              done: str, queue: str, losses: str = "") -> str:
         msg = message.build(queue, json.loads(payload), dispatch=dispatch + 1)
         outcome = self._requeue(
             keys=[keys.job(job_id), keys.LEASES, queue, keys.RETRIES],
-            args=[dispatch, msg, now, job_id, delivery, state],
+            args=[dispatch, msg, now, job_id, delivery, state, losses],
         )
         if outcome == "ok":
             log.info("job_requeued", job_id=job_id, why=done, delivery=delivery)
