@@ -253,7 +253,8 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print the records (without payloads) as JSON")
     q = dsub.add_parser("show", help="show one dead letter in full: error, deliveries and payload")
     q.add_argument("id", help="the dead letter's id (the job id, as `dlq list` shows it)")
-    q = dsub.add_parser("replay", help="re-enqueue dead jobs; replaying a record twice runs it once")
+    q = dsub.add_parser("replay", help="re-enqueue dead jobs; replaying a record twice runs it once, and a job "
+                        "that died again after this command started is left dead (newer)")
     q.add_argument("id", nargs="?", help="the dead letter to replay (or use --all or --reason)")
     q.add_argument("--all", action="store_true", help="replay every dead letter")
     q.add_argument("--reason", choices=reasons, metavar="REASON",
