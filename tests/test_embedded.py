@@ -137,3 +137,19 @@ def test_worker_exits_when_the_embedded_redis_came_back_elsewhere(tmp_path: Path
         squatter.close()
         stack.stop()
         _askq(env, "redis", "stop")
+
+
+def test_a_frozen_embedded_redis_is_reported_not_replaced(tmp_path: Path) -> None:
+    """A second server beside a silent one would split the deployment: say so instead."""
+    env = _env(tmp_path)
+    url = _askq(env, "redis", "url").stdout.strip()
+    server = psutil.Process(json.loads((tmp_path / "redis.json").read_text())["pid"])
+    server.suspend()
+    try:
+        out = _askq(env, "submit", "Is anyone there?")
+        assert out.returncode == 2
+        assert "is running but does not answer" in out.stderr and "Traceback" not in out.stderr
+        assert json.loads((tmp_path / "redis.json").read_text())["url"] == url
+    finally:
+        server.resume()
+        assert _askq(env, "redis", "stop").stdout.strip() == "stopped"
