@@ -59,10 +59,11 @@ class DeadLetterQueue:
         """Dead-letter a job; returns ok, terminal, lease_lost or changed (see scripts.KILL).
 
         The job must be held by `token`, or, without a token, still be in `expect_state` at
-        `expect_dispatch` (when given). `deliveries` is only used for a job without a record:
-        a job's own delivery count is read from its hash. An invalid message is recorded under its own id and
-        never touches a job it names, unless it is that job's own stored payload, refused
-        by a worker's limits: then the job itself is dead-lettered.
+        `expect_dispatch` (when given). A job's record takes its delivery count from the job
+        hash (`deliveries` only counts for records that are not a job's own). An invalid
+        message is recorded under its own id and never touches a job it names, unless it is
+        that job's own stored payload, refused by a worker's limits: then the job itself is
+        dead-lettered.
         """
         now = time.time()
         record_id = job_id if job_id and reason is not DeadReason.INVALID_PAYLOAD else uuid.uuid4().hex
