@@ -80,8 +80,9 @@ class FaultSpec(BaseModel):
     # differently, so a test can tell whether a client followed it).
     location: str | None = Field(default=None, min_length=1)
     redirect_status: Literal[301, 302, 303, 307, 308] | None = None
-    # malformed: a JSON document cut in half, or a well-formed `{}` without choices.
-    malformed_as: Literal["cut_json", "empty_object"] | None = None
+    # malformed: a JSON document cut in half, a well-formed `{}` without choices, or a
+    # completion whose answer holds a lone surrogate (valid JSON, not encodable as UTF-8).
+    malformed_as: Literal["cut_json", "empty_object", "lone_surrogate"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "FaultSpec":

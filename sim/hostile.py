@@ -8,6 +8,7 @@ works from a reply that merely failed to parse.
 import asyncio
 import functools
 import json
+import struct
 import zlib
 
 from aiohttp import web
@@ -89,19 +90,31 @@ async def oversize(request: web.Request, fault: FaultSpec, model: str, prompt_to
 
 @functools.lru_cache(maxsize=4)
 def _bomb(model: str, size: int) -> bytes:
-    """A gzip body that inflates to a completion with a size-byte answer (built once per size)."""
+    """A gzip body that inflates to a completion with a size-byte answer of "a"s (built once per size).
+
+    Deflate restarts after a full flush, so every whole block of the answer packs to the same
+    bytes: one block is compressed and repeated, and only the checksum reads all the data.
+    """
     head, tail = _split_completion(model, 0)
-    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    parts = [packer.compress(head)]
-    block = (_FILL * (_BLOCK // len(_FILL) + 1))[:_BLOCK]
+    block = b"a" * _BLOCK
     whole, rest = divmod(size, _BLOCK)
-    parts += [packer.compress(block) for _ in range(whole)]
-    parts += [packer.compress(block[:rest]), packer.compress(tail), packer.flush()]
-    return b"".join(parts)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate; gzip framing below
+
+    def packed(data: bytes) -> bytes:
+        return packer.compress(data) + packer.flush(zlib.Z_FULL_FLUSH)
+
+    deflated = [packed(head), packed(block) * whole, packed(block[:rest]), packer.compress(tail) + packer.flush()]
+    crc = zlib.crc32(head)
+    for _ in range(whole):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(tail, zlib.crc32(block[:rest], crc))
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name, mtime 0, best
+    trailer = struct.pack("<II", crc, (len(head) + size + len(tail)) & 0xFFFFFFFF)
+    return header + b"".join(deflated) + trailer
 
 
 async def gzip_bomb(fault: FaultSpec, model: str) -> web.Response:
-    """A small gzip body (about 1/1000 of what it inflates to) with Content-Encoding: gzip."""
+    """A small gzip body (about 1/500 of what it inflates to) with Content-Encoding: gzip."""
     body = await asyncio.to_thread(_bomb, model, fault.body_bytes)
     return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
 

@@ -121,6 +121,8 @@ async def _answer(
     if fault is not None and kind == "malformed":
         if fault.malformed_as == "empty_object":
             return replies.json_response({})
+        if fault.malformed_as == "lone_surrogate":
+            return replies.completion(model, answer + "\ud800", prompt_tokens)  # json escapes it as \ud800
         return replies.malformed(model, answer, prompt_tokens)
     if fault is not None and kind == "trickle":
         body = json.dumps(replies.completion_data(model, answer, prompt_tokens, "stop")).encode()
