@@ -146,3 +146,18 @@ def test_huge_body_does_not_grow_the_calling_process_past_the_cap(sim: Sim, sett
     assert report["outcome"] == "oversized"
     # The cap is 1 MiB: a few copies of it (raw, inflated, joined) plus allocator slack.
     assert report["growth_mib"] < 8 + 8 * 1, report
+
+
+@pytest.mark.timeout(60)
+def test_worker_cuts_a_trickling_primary_and_answers_from_the_secondary(stack: Stack, r: redis.Redis,
+                                                                         settings: Settings, sim: Sim) -> None:
+    """The same through a real worker process: a trickle used to hold the job until run_timeout_s."""
+    providers = _providers(sim.url, timeout_s=1.0)
+    stack.start_worker(concurrency=4, ASKQ_PROVIDERS=json.dumps(providers))
+    wait_workers(r, 1)
+    client = Client(settings)
+    job_id = client.submit("Where is my order? [[sim:trickle@primary]]")  # 10 bytes/s: a minute per reply
+    view = client.wait(job_id, timeout=40)
+    assert view.state is JobState.SUCCEEDED and view.result is not None
+    assert view.result.source == "secondary" and not view.result.degraded
+    assert sim.requests("primary") == 2

@@ -21,8 +21,8 @@ from core import keys, message, scripts
 from core.deadletter import DeadLetterQueue
 from core.job import DeadReason, JobSpec, payload_text
 from sim.answers import answer_for
-from tests.conftest import Sim
-from tests.ladderkit import job, settings_with
+from tests.conftest import Sim, wait_for
+from tests.ladderkit import job, run_ladder, settings_with
 from workers.execution import execute
 from workers.runtime import Runtime
 
@@ -110,3 +110,23 @@ def test_ten_unencodable_jobs_do_not_open_the_breaker(runtime: Runtime, r: redis
     assert runtime.call(execute(runtime, normal, 1, "task-normal"), timeout=20) == "ok"
     view = r.hgetall(keys.job(normal.id))
     assert view["state"] == "succeeded" and answer_for(normal.question, "primary") in view["result"]
+
+
+@pytest.mark.timeout(30)
+def test_unencodable_job_holding_the_half_open_probe_hands_it_back(settings: Settings, sim: Sim,
+                                                                   r: redis.Redis) -> None:
+    """The one probe of a half-open breaker must judge the provider: a job that fails before
+    sending anything hands it on, so the next job probes and closes the breaker."""
+    s = settings_with(settings, sim.url, breaker={"min_requests": 2, "cooldown_s": 0.5})
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "server_error"}]}}})
+    run_ladder(s, [job("Where is my order?")])
+    assert r.hget(keys.breaker("primary"), "state") == "open"
+    sim.configure({"latency_s": 0.02})
+    wait_for(lambda: time.time() - float(r.hget(keys.breaker("primary"), "opened_at") or 0) > 0.6, 10,
+             what="the cooldown to pass")
+    [bad] = run_ladder(s, [_unencodable(1)])
+    assert bad.outcome == "internal" and sim.requests("primary") == 0
+    assert r.hget(keys.breaker("primary"), "state") == "half_open"
+    [good] = run_ladder(s, [job("Is my parcel insured?")])
+    assert good.source == "primary"
+    assert r.hget(keys.breaker("primary"), "state") == "closed"

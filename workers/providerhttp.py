@@ -98,7 +98,7 @@ class _GuardedTransport(httpx2.AsyncBaseTransport):
             raise
         # Inflated here, so httpx must not inflate again; the length is that of the wire bytes.
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
-        capped = _CappedStream(stream, inflater, self.cap, self.name, exchange)
+        capped = _CappedStream(stream, inflater, self.cap, self.name, response.status_code, exchange)
         return httpx2.Response(response.status_code, headers=headers, stream=capped, request=request,
                                extensions=response.extensions)
 
@@ -156,15 +156,17 @@ def _inflater(encoding: str, provider: str) -> _Inflater | None:
 
 class _CappedStream(httpx2.AsyncByteStream):
     def __init__(self, inner: httpx2.AsyncByteStream, inflater: _Inflater | None, cap: int, provider: str,
-                 exchange: Exchange | None) -> None:
+                 status: int, exchange: Exchange | None) -> None:
         self.inner = inner
         self.inflater = inflater
         self.cap = cap
         self.provider = provider
+        self.status = status
         self.exchange = exchange
 
     def _over(self, what: str) -> OversizedError:
-        return OversizedError(f"response over max_response_bytes ({self.cap}) {what}", self.provider)
+        # Whatever the status said (an error's body is capped too): the reply is unusable.
+        return OversizedError(f"response over max_response_bytes ({self.cap}) {what}", self.provider, self.status)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         wire = 0
