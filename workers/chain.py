@@ -106,6 +106,16 @@ class Chain:
         latency = time.perf_counter() - started
         if not isinstance(message, AIMessage):
             raise InternalError(f"ChatOpenAI returned a {type(message).__name__}, not an AIMessage", name)
+        try:
+            return self._read(message, latency)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a value the provider sent that is not what a completion holds
+            raise classify(exc, name, exchange) from exc
+
+    def _read(self, message: AIMessage, latency: float) -> Answer:
+        """The answer in a reply, or the BadAnswerError (OversizedError) that says why it is unusable."""
+        name = self.provider.name
         finish = message.response_metadata.get("finish_reason")
         text = message.content if isinstance(message.content, str) else ""
         if finish == "length":
@@ -115,9 +125,11 @@ class Chain:
         if len(text) > self.provider.max_answer_chars:
             raise OversizedError(f"answer of {len(text)} chars is over max_answer_chars "
                                  f"({self.provider.max_answer_chars})", name)
-        if unicode_safe(text) != text:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
             # JSON can carry a lone surrogate ("\ud800"): no store or client could encode it.
-            raise BadAnswerError("answer is not valid Unicode (a lone surrogate)", name)
+            raise BadAnswerError("answer is not valid Unicode (a lone surrogate)", name) from None
         usage: dict[str, Any] = dict(message.usage_metadata or {})
         return Answer(
             text=text,
