@@ -6,24 +6,31 @@ hostile; the secondary is healthy, so "the job moved on" shows as the secondary'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 
 from askq.stack import Stack
-from config.settings import Settings
+from config.settings import ProviderSettings, Settings
+from core.errors import ProviderError
 from core.job import JobSpec, JobState
 from producers.client import Client
 from sim.answers import answer_for
+from sim.replies import completion_data
 from tests.conftest import Sim, wait_workers
 from tests.ladderkit import SleepRecorder, job, run_ladder, settings_with
 from workers.cache import cache_key
+from workers.chain import Chain
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -161,3 +168,68 @@ def test_worker_cuts_a_trickling_primary_and_answers_from_the_secondary(stack: S
     assert view.state is JobState.SUCCEEDED and view.result is not None
     assert view.result.source == "secondary" and not view.result.degraded
     assert sim.requests("primary") == 2
+
+
+class _Encoded:
+    """A one-route provider in a background loop that answers a completion in a given encoding."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        app = web.Application()
+        app.router.add_post("/{encoding}/v1/chat/completions", self.answer)
+        self.runner = web.AppRunner(app)
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    async def answer(self, request: web.Request) -> web.Response:
+        encoding = request.match_info["encoding"]
+        body = json.dumps(completion_data("m", "A compressed answer.", 5, "stop")).encode()
+        packed = {
+            "gzip": lambda b: zlib.compress(b, wbits=16 + zlib.MAX_WBITS),
+            "deflate": zlib.compress,  # zlib-wrapped, as specified
+            "deflate-raw": lambda b: zlib.compress(b, wbits=-zlib.MAX_WBITS),  # as some servers send it
+            "br": lambda b: b"\x0b\x02\x80not really brotli",
+            "gzip-corrupt": lambda b: zlib.compress(b, wbits=16 + zlib.MAX_WBITS)[:20] + b"garbage" * 10,
+        }[encoding](body)
+        header = encoding.split("-")[0]
+        return web.Response(body=packed, headers={"Content-Type": "application/json", "Content-Encoding": header})
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.mark.timeout(30)
+def test_compressed_replies_are_inflated_and_other_encodings_refused() -> None:
+    """Real providers gzip their replies: those still answer once askq inflates them itself."""
+    server = _Encoded()
+
+    def ask(encoding: str) -> str:
+        chain = Chain(ProviderSettings(name="p", base_url=f"http://127.0.0.1:{server.port}/{encoding}/v1",
+                                       model="m", timeout_s=5))
+
+        async def once() -> str:
+            try:
+                return (await chain.ask(job("q"))).text
+            except ProviderError as exc:
+                return exc.error_class
+            finally:
+                await chain.aclose()
+
+        return asyncio.run(once())
+
+    try:
+        assert ask("gzip") == ask("deflate") == ask("deflate-raw") == "A compressed answer."
+        assert ask("br") == "transient"  # not asked for, so it cannot be inflated under the cap
+        assert ask("gzip-corrupt") == "transient"  # a malformed body
+    finally:
+        server.close()
