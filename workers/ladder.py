@@ -137,8 +137,8 @@ class Ladder:
                 caller_only = caller_only and caller_fault(exc)
                 continue
             except InternalError as exc:
-                # The same code and the same job would fail on every tier: no tier is tried
-                # further, and no default answer hides the fault.
+                # askq's or the job's own fault: another tier (that might leave out the part that
+                # failed) or a default answer would hide it, so the job is dead-lettered as it is.
                 log.error("internal_error", provider=chain.provider.name, error=str(exc), exc_info=exc)
                 result.counters["internal_errors"] += 1
                 result.outcome, result.last_error = "internal", f"{chain.provider.name}: {exc}"
