@@ -46,6 +46,8 @@ class ProviderSettings(_Strict):
     base_url: str
     model: str
     api_key: SecretStr = SecretStr("sk-askq-simulator")
+    # The whole request's deadline (connect, headers, body, parsing), not a per-read timeout:
+    # a provider trickling its reply a byte at a time is cut here too.
     timeout_s: float = Field(10.0, gt=0)
     prompt: Literal["full", "short"] = "full"
     retry: RetryPolicy = RetryPolicy()
@@ -53,6 +55,12 @@ class ProviderSettings(_Strict):
     max_context_chars: int | None = Field(None, gt=0)
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
+    # Largest response body accepted, counted after decompression (a gzip bomb is cut as it
+    # inflates); a declared Content-Length over it is refused before reading.
+    max_response_bytes: int = Field(1_048_576, ge=1024)
+    # Longest answer accepted (about 16k tokens, more than common models give in one reply),
+    # so no result or cache entry is larger.
+    max_answer_chars: int = Field(65_536, ge=1)
 
 
 class BreakerSettings(_Strict):

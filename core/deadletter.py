@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, cast
@@ -31,6 +32,16 @@ class DeadLetter(BaseModel):
     deliveries: int = 0
     created: float | None = None
     dead_at: float
+
+    def text(self) -> str:
+        """The record as stored. json.dumps escapes what UTF-8 cannot encode (a lone surrogate in
+        a job's text), where pydantic's JSON writer raises, so such a job still gets its record."""
+        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> DeadLetter:
+        """A stored record (json.loads reads the escapes text() may write; pydantic's reader refuses them)."""
+        return cls.model_validate(json.loads(text))
 
 
 class DeadLetterQueue:
@@ -124,7 +135,7 @@ class DeadLetterQueue:
         job_key = keys.job(record_id)
         result = self._kill(
             keys=[job_key, keys.LEASES, keys.PENDING, keys.DLQ_INDEX, keys.dead_letter(record_id), keys.STATS],
-            args=[guard[0], record.model_dump_json(), reason.value, record.error, now,
+            args=[guard[0], record.text(), reason.value, record.error, now,
                   self.settings.result_ttl_s, record_id, self.settings.dlq_max_age_s, guard[1], guard[2]],
         )
         return str(result)
@@ -165,7 +176,7 @@ class DeadLetterQueue:
             for raw in self.redis.mget([keys.dead_letter(i) for i in chunk]):
                 if raw is None:
                     continue
-                record = DeadLetter.model_validate_json(raw)
+                record = DeadLetter.parse(raw)
                 if reason is None or record.reason is reason:
                     found.append(record)
                     if len(found) >= limit:
@@ -176,7 +187,7 @@ class DeadLetterQueue:
         raw = self.redis.get(keys.dead_letter(record_id))
         if raw is None:
             raise JobNotFoundError(f"no dead letter {record_id!r}")
-        return DeadLetter.model_validate_json(raw)
+        return DeadLetter.parse(raw)
 
     def server_time(self) -> float:
         """Now on Redis's clock, the one deaths are stamped with (a host's clock may be off)."""

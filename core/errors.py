@@ -7,13 +7,22 @@
      ├── WaitTimeoutError             a job did not finish within the wait
      ├── EmbeddedRedisError           the embedded Redis server could not be started
      ├── BenchError                   a benchmark or chaos run could not set up (e.g. workers did not start)
+     ├── InternalError                askq's own code or the job's own data failed while asking a tier:
+     │                                never the provider's fault (not retried, not in any breaker)
      └── ProviderError                an LLM tier gave no usable answer (provider, error_class)
           ├── TransientProviderError  retrying may help: 429, 408, 5xx, timeout, reset, bad body
           │    └── RateLimitedError   the provider asked to wait retry_after_s
           ├── TierSkippedError        breaker open or rate limit reached: not even tried
           └── PermanentProviderError  retrying will not help: 400, 401/403, 404, content policy
                ├── ContextTooLongError  a tier whose model accepts longer prompts may answer
+               ├── RedirectedError      a 3xx: redirects are never followed (the prompt stays put)
                └── BadAnswerError       truncated (finish_reason=length) or empty answer
+                    └── OversizedError  the response or its answer is over the tier's size caps
+
+A ProviderError comes only from the provider or the network between (a status, a timeout, a
+transport error, a body that is not the completion expected). Anything else raised while
+asking a tier is an InternalError, so a bug in askq or a job that cannot be sent never counts
+against a healthy provider.
 
 Every exception pickles (Celery may store them), so extra attributes travel in args.
 """
@@ -51,6 +60,21 @@ class EmbeddedRedisError(AskqError):
 
 class BenchError(AskqError):
     """A benchmark or chaos run could not set up, e.g. its workers did not start."""
+
+
+class InternalError(AskqError):
+    """askq's own code or the job's own data failed while asking a tier; not the provider's fault."""
+
+    def __init__(self, message: str, provider: str = "") -> None:
+        super().__init__(message, provider)
+        self.message = message
+        self.provider = provider
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.args)
 
 
 class ProviderError(AskqError):
@@ -108,10 +132,22 @@ class ContextTooLongError(PermanentProviderError):
     error_class = "context_too_long"
 
 
+class RedirectedError(PermanentProviderError):
+    """The provider answered with a redirect (3xx), which askq never follows."""
+
+    error_class = "redirected"
+
+
 class BadAnswerError(PermanentProviderError):
     """The answer was truncated (finish_reason=length) or empty."""
 
     error_class = "bad_answer"
+
+
+class OversizedError(BadAnswerError):
+    """The response (bytes, decompressed) or its answer (characters) is over the tier's caps."""
+
+    error_class = "oversized"
 
 
 def describe_validation(exc: ValidationError, whole: str = "payload") -> str:

@@ -37,6 +37,9 @@ class DeadReason(StrEnum):
     PERMANENT_ERROR = "permanent_error"
     EXHAUSTED = "exhausted"
     INVALID_PAYLOAD = "invalid_payload"
+    # askq's own code or the job's own data failed (e.g. text that cannot be encoded into a
+    # request): not a provider's fault, so no breaker counted it and no tier retried it.
+    INTERNAL_ERROR = "internal_error"
 
 
 class JobRequest(BaseModel):

@@ -22,8 +22,34 @@ FaultKind = Literal[
     "not_found",
     "content_policy",
     "context_length",
+    # Hostile providers: only a test or a scenario that names them gets them.
+    "trickle",
+    "oversize",
+    "gzip_bomb",
+    "redirect",
 ]
-FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+# Faults a provider shows in ordinary bad moments. A random mix (askq chaos) draws from these;
+# the hostile kinds below need asking for by name, so no mix starts trickling a reply or
+# sending 300 MB by accident.
+HOSTILE_KINDS: frozenset[str] = frozenset({"trickle", "oversize", "gzip_bomb", "redirect"})
+FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind)) - HOSTILE_KINDS
+# Every kind a `[[sim:KIND]]` marker may force.
+MARKER_KINDS: frozenset[str] = FAULT_KINDS | HOSTILE_KINDS
+
+# Options that only mean something for some kinds; setting one on another kind is an error.
+_OPTION_KINDS: dict[str, frozenset[str]] = {
+    "status": frozenset({"server_error"}),
+    "trickle_bytes_per_s": frozenset({"trickle"}),
+    "trickle_headers": frozenset({"trickle"}),
+    "size_bytes": frozenset({"oversize", "gzip_bomb"}),
+    "content_length": frozenset({"oversize"}),
+    "location": frozenset({"redirect"}),
+    "redirect_status": frozenset({"redirect"}),
+    "malformed_as": frozenset({"malformed"}),
+}
+# Default body sizes: a 50 MB answer, and a gzip body that inflates to 300 MB.
+OVERSIZE_BYTES = 50_000_000
+GZIP_BOMB_BYTES = 300_000_000
 
 # `[[sim:KIND]]` or `[[sim:KIND@MODEL]]` in a question forces a fault, so a
 # test can make one particular job fail whatever the configuration says.
@@ -41,15 +67,39 @@ class FaultSpec(BaseModel):
     status: Literal[500, 502, 503] | None = None
     retry_after_s: float = Field(default=1.0, ge=0.0)
     hang_s: float = Field(default=30.0, ge=0.0)
+    # trickle: the reply (status line, headers and body with trickle_headers, else the body
+    # alone) is sent this many bytes a second, each byte soon enough to keep a read timeout
+    # that resets on every byte from firing.
+    trickle_bytes_per_s: float | None = Field(default=None, gt=0.0, le=1_000_000)
+    trickle_headers: bool | None = None
+    # oversize: the answer is this many bytes; gzip_bomb: the body inflates to this many bytes.
+    size_bytes: int | None = Field(default=None, ge=0, le=4_000_000_000)
+    # oversize: declare Content-Length (else the body is chunked, its size unknown up front).
+    content_length: bool | None = None
+    # redirect: where to (default: this simulator's /_sim/redirected/v1, which answers
+    # differently, so a test can tell whether a client followed it).
+    location: str | None = Field(default=None, min_length=1)
+    redirect_status: Literal[301, 302, 303, 307, 308] | None = None
+    # malformed: a JSON document cut in half, a well-formed `{}` without choices, or a
+    # completion whose answer holds a lone surrogate (valid JSON, not encodable as UTF-8).
+    malformed_as: Literal["cut_json", "empty_object", "lone_surrogate"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "FaultSpec":
         """Reject settings that would silently do nothing."""
         if self.window is not None and self.window[0] > self.window[1]:
             raise ValueError(f"window start {self.window[0]} is after its end {self.window[1]}")
-        if self.status is not None and self.kind != "server_error":
-            raise ValueError(f"status only applies to server_error faults, not {self.kind}")
+        for option, kinds in _OPTION_KINDS.items():
+            if getattr(self, option) is not None and self.kind not in kinds:
+                raise ValueError(f"{option} only applies to {'/'.join(sorted(kinds))} faults, not {self.kind}")
         return self
+
+    @property
+    def body_bytes(self) -> int:
+        """The oversize answer's size, or the size a gzip bomb inflates to."""
+        if self.size_bytes is not None:
+            return self.size_bytes
+        return GZIP_BOMB_BYTES if self.kind == "gzip_bomb" else OVERSIZE_BYTES
 
     def active(self, elapsed_s: float) -> bool:
         """Tell whether the fault's time window covers `elapsed_s` seconds since start."""
@@ -112,7 +162,7 @@ def forced_fault(question: str, model: str) -> FaultSpec | None:
         return None
     for match in _MARKER.finditer(question):
         kind, target = match.group(1), match.group(2)
-        if kind in FAULT_KINDS and (target is None or target == model):
+        if kind in MARKER_KINDS and (target is None or target == model):
             return _FORCED[kind]
     return None
 
@@ -156,4 +206,4 @@ def _first_firing(faults: Sequence[FaultSpec], elapsed_s: float, rng: random.Ran
 
 _CONTEXT_LENGTH = FaultSpec(kind="context_length")
 # Markers force faults with default settings; built once, as specs are immutable.
-_FORCED: dict[str, FaultSpec] = {k: FaultSpec.model_validate({"kind": k}) for k in FAULT_KINDS}
+_FORCED: dict[str, FaultSpec] = {k: FaultSpec.model_validate({"kind": k}) for k in MARKER_KINDS}

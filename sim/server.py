@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from sim import control, replies
+from sim import control, hostile, replies
 from sim.answers import answer_for, count_tokens
 from sim.faults import FaultSpec, SimConfig, describe_errors, pick_fault
 from sim.state import STATE, SimState
@@ -105,6 +105,8 @@ async def _answer(
     # real gateway; only server errors happen after the model has "worked".
     if fault is not None and kind in replies.ERROR_KINDS and kind not in ("server_error", "timeout"):
         return replies.fault_error(fault, model, _presented_key(request))
+    if fault is not None and kind == "redirect":
+        return hostile.redirect(fault)
     if fault is not None and kind == "hang":
         await asyncio.sleep(fault.hang_s)
     delay = state.config.latency_for(model, state.jitter_rng)
@@ -116,13 +118,35 @@ async def _answer(
         return await _reset(request)
     prompt_tokens = sum(count_tokens(t) for t in texts)
     answer = answer_for(question, model)
-    if kind == "malformed":
+    if fault is not None and kind == "malformed":
+        if fault.malformed_as == "empty_object":
+            return replies.json_response({})
+        if fault.malformed_as == "lone_surrogate":
+            return replies.completion(model, answer + "\ud800", prompt_tokens)  # json escapes it as \ud800
         return replies.malformed(model, answer, prompt_tokens)
+    if fault is not None and kind == "trickle":
+        body = json.dumps(replies.completion_data(model, answer, prompt_tokens, "stop")).encode()
+        return await hostile.trickle(request, fault, body)
+    if fault is not None and kind == "oversize":
+        return await hostile.oversize(request, fault, model, prompt_tokens)
+    if fault is not None and kind == "gzip_bomb":
+        return await hostile.gzip_bomb(fault, model)
     if kind == "truncated":
         return replies.completion(model, replies.truncate(answer), prompt_tokens, "length")
     if kind == "empty":
         return replies.completion(model, "", prompt_tokens)
     return replies.completion(model, answer, prompt_tokens)
+
+
+async def redirected_completions(request: web.Request) -> web.Response:
+    """Answer at the default target of a `redirect` fault, tagged and counted, so a test can
+    prove whether a client followed the redirect."""
+    state = request.app[STATE]
+    model, texts, question, problem = _parse_request(await request.read())
+    state.stats.redirects_followed += 1
+    if problem is not None:
+        return replies.error_body(400, problem, "invalid_request_error", None)
+    return hostile.redirected(model, question, sum(count_tokens(t) for t in texts))
 
 
 async def _reset(request: web.Request) -> web.StreamResponse:
@@ -142,6 +166,7 @@ def build_app(config: SimConfig) -> web.Application:
     state.reseed()
     app[STATE] = state
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post(hostile.REDIRECTED_PATH, redirected_completions)
     app.router.add_get("/v1/models", control.list_models)
     app.router.add_get("/_sim/stats", control.get_stats)
     app.router.add_get("/_sim/faults", control.get_faults)

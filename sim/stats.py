@@ -18,6 +18,8 @@ class Stats:
         self.arrivals: defaultdict[str, list[float]] = defaultdict(list)
         self.in_flight = 0
         self.max_in_flight = 0
+        # Requests that arrived at the target of a `redirect` fault: a client followed it.
+        self.redirects_followed = 0
 
     def reset(self) -> None:
         """Zero every counter and restart the clock that fault windows are measured on."""
@@ -25,6 +27,7 @@ class Stats:
         self.requests.clear()
         self.responses.clear()
         self.arrivals.clear()
+        self.redirects_followed = 0
         # In-flight is a gauge of requests still running, not a counter: zeroing
         # it would let those requests drive it negative when they finish.
         self.max_in_flight = self.in_flight
@@ -59,6 +62,7 @@ class Stats:
             "responses": {m: dict(o) for m, o in self.responses.items()},
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "redirects_followed": self.redirects_followed,
         }
         if with_arrivals:
             data["arrivals"] = {m: list(t) for m, t in self.arrivals.items()}

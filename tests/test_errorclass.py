@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 
 import pytest
 import redis
 
 from config.settings import Settings
 from core import keys
+from core.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
 from tests.conftest import Sim
 from tests.ladderkit import SleepRecorder, job, run_ladder, settings_with
 from workers.chain import Chain
 from workers.errorclass import classify
+from workers.providerhttp import Exchange
 
 # kind -> (requests the primary sees, error class recorded). The secondary answers every time.
 TABLE = {
@@ -31,6 +34,11 @@ TABLE = {
     "not_found": (1, "permanent"),
     "content_policy": (1, "permanent"),
     "context_length": (1, "context_too_long"),
+    # Hostile providers (defaults: 10 bytes/s, 50 MB, 300 MB inflated, 307).
+    "trickle": (3, "transient"),
+    "oversize": (1, "oversized"),
+    "gzip_bomb": (1, "oversized"),
+    "redirect": (1, "redirected"),
 }
 
 
@@ -59,11 +67,46 @@ def test_fault_on_primary_is_handled_as_the_table_says(kind: str, settings: Sett
     assert result.counters["fallbacks"] == 1
 
 
-def test_malformed_body_raises_bare_json_error_classified_transient(settings: Settings, sim: Sim) -> None:
+def test_malformed_body_is_a_transient_provider_error(settings: Settings, sim: Sim) -> None:
+    # The SDK raises a bare json.JSONDecodeError for a body cut in half; the chain knows the
+    # whole body had come back, so it is the provider's malformed body, not askq's fault.
     chain = Chain(settings.provider("primary"))
-    with pytest.raises(json.JSONDecodeError) as caught:
+    with pytest.raises(TransientProviderError) as caught:
         asyncio.run(chain.ask(job("Hello [[sim:malformed]]")))
-    assert classify(caught.value, "primary").error_class == "transient"
+    assert isinstance(caught.value.__cause__, json.JSONDecodeError)
+    assert str(caught.value).startswith("malformed response:")
+
+
+@pytest.mark.parametrize("shape", ["empty_object", "lone_surrogate"])
+def test_well_formed_json_that_is_not_a_usable_completion_is_the_providers_fault(
+        shape: str, settings: Settings, sim: Sim, r: redis.Redis) -> None:
+    """`{}` makes LangChain raise a TypeError, the same type as a bug in askq: what tells them
+    apart is that the whole body had come back. A lone surrogate in the answer could be stored
+    nowhere. Either way the provider is at fault and the secondary answers."""
+    malformed = {"kind": "malformed", "malformed_as": shape}
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [malformed]}}})
+    [result] = run_ladder(settings_with(settings, sim.url), [job("Where is my order?")])
+    assert result.source == "secondary"
+    failed = [a for a in result.attempts if a["provider"] == "primary"]
+    expected = ["transient"] * 3 if shape == "empty_object" else ["bad_answer"]
+    assert [a["error_class"] for a in failed] == expected
+    assert r.hgetall(keys.breaker_window("primary"))  # counted against the primary
+
+
+def test_exceptions_are_the_providers_only_once_something_was_sent() -> None:
+    """Unit level: a type askq's own code could raise is askq's before the request left,
+    and the provider's once it was sent or its body came back."""
+    bug = TypeError("unsupported operand")
+    assert isinstance(classify(bug, "p", Exchange()), InternalError)
+    assert isinstance(classify(bug, "p", Exchange(sent=True)), TransientProviderError)
+    assert isinstance(classify(bug, "p", Exchange(sent=True, received=True)), TransientProviderError)
+    assert isinstance(classify(TimeoutError(), "p", Exchange()), TransientProviderError)
+    text = str(classify(UnicodeEncodeError("utf-8", "a\udc80", 1, 2, "surrogates not allowed"), "p", Exchange()))
+    assert "not the provider's" in text and text.encode("utf-8")  # always encodable
+    err = InternalError("boom", "p")
+    assert pickle.loads(pickle.dumps(err)).args == ("boom", "p")
+    for cls in (OversizedError, RedirectedError):
+        assert pickle.loads(pickle.dumps(cls("x", "p", 307))).status == 307
 
 
 def test_permanent_error_on_every_tier_is_not_retried_and_dead_letters(settings: Settings, sim: Sim,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -386,3 +387,109 @@ def test_command_line_entry_point() -> None:
     )
     assert bad.returncode == 2
     assert "nope" in bad.stderr
+
+
+# --- hostile providers: trickle, oversize, gzip bomb, redirect ---------------------------------
+
+
+def _chat_body(question: str = "q", model: str = "primary") -> bytes:
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": question}]}).encode()
+
+
+def _read_for(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the socket delivers within `seconds` (less if the server closes)."""
+    got = b""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("headers", [False, True])
+def test_trickle_sends_the_reply_a_few_bytes_a_second(sim: Sim, headers: bool) -> None:
+    fault: dict[str, Any] = {"kind": "trickle", "trickle_bytes_per_s": 20}
+    if headers:
+        fault["trickle_headers"] = True
+    sim.configure({"faults": [fault]})
+    with _hold_request(sim, "primary") as held:
+        got = _read_for(held, 1.5)
+    # About 30 bytes in 1.5 s at 20 bytes/s; far from the ~600-byte reply, never all of it.
+    if headers:
+        assert 0 < len(got) <= 20 * 1.5 + 20
+        assert b"\r\n\r\n" not in got  # still inside the head: a header read timeout never fires
+    else:
+        head, sep, body = got.partition(b"\r\n\r\n")
+        assert sep and head.startswith(b"HTTP/1.1 200") and 0 < len(body) <= 20 * 1.5 + 20
+    wait_for(lambda: sim.stats()["in_flight"] == 0, 30, what="the trickle to stop when the client left")
+    assert sim.stats()["responses"]["primary"] == {"trickle": 1}
+
+
+def test_trickle_given_time_is_a_whole_completion(sim: Sim) -> None:
+    sim.configure({"faults": [{"kind": "trickle", "trickle_bytes_per_s": 5000, "trickle_headers": True}]})
+    assert ask(sim.client(), "slowly").choices[0].message.content == answer_for("slowly", "primary")
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_oversize_streams_a_huge_answer(sim: Sim, content_length: bool) -> None:
+    size = 5_000_000
+    sim.configure({"faults": [{"kind": "oversize", "size_bytes": size, "content_length": content_length}]})
+    with httpx.stream("POST", f"{sim.base_url}/chat/completions", content=_chat_body(), timeout=10) as reply:
+        assert reply.status_code == 200
+        if content_length:
+            assert int(reply.headers["content-length"]) > size
+        else:
+            assert "content-length" not in reply.headers and reply.headers["transfer-encoding"] == "chunked"
+        body = reply.read()
+    content = json.loads(body)["choices"][0]["message"]["content"]
+    assert len(content) == size and content.startswith("oversize oversize")
+
+
+def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_a_completion(sim: Sim) -> None:
+    size = 20_000_000
+    sim.configure({"faults": [{"kind": "gzip_bomb", "size_bytes": size}]})
+    with httpx.stream("POST", f"{sim.base_url}/chat/completions", content=_chat_body(), timeout=30) as reply:
+        assert reply.headers["content-encoding"] == "gzip"
+        raw = b"".join(reply.iter_raw())
+    assert len(raw) < size / 500
+    content = json.loads(zlib.decompress(raw, 16 + zlib.MAX_WBITS))["choices"][0]["message"]["content"]
+    assert len(content) == size
+
+
+def test_redirect_points_at_an_answer_that_tells_it_was_followed(sim: Sim) -> None:
+    sim.configure({"models": {"primary": {"faults": [{"kind": "redirect"}]}}})
+    first = httpx.post(f"{sim.base_url}/chat/completions", content=_chat_body("where?"), timeout=5)
+    assert first.status_code == 307 and first.headers["location"] == "/_sim/redirected/v1/chat/completions"
+    assert sim.stats()["redirects_followed"] == 0
+    followed = httpx.post(f"{sim.base_url}/chat/completions", content=_chat_body("where?"), timeout=5,
+                          follow_redirects=True)
+    assert followed.json()["choices"][0]["message"]["content"] == "[redirected] " + answer_for("where?", "primary")
+    assert sim.stats()["redirects_followed"] == 1
+    sim.configure({"faults": [{"kind": "redirect", "redirect_status": 308, "location": "http://localhost:1/v1"}]})
+    moved = httpx.post(f"{sim.base_url}/chat/completions", content=_chat_body(), timeout=5)
+    assert (moved.status_code, moved.headers["location"]) == (308, "http://localhost:1/v1")
+
+
+def test_hostile_kinds_come_by_marker_or_by_name_never_in_a_random_mix(sim: Sim) -> None:
+    from sim.faults import FAULT_KINDS, HOSTILE_KINDS, MARKER_KINDS
+
+    assert {"trickle", "oversize", "gzip_bomb", "redirect"} == HOSTILE_KINDS
+    assert not FAULT_KINDS & HOSTILE_KINDS and MARKER_KINDS == FAULT_KINDS | HOSTILE_KINDS
+    reply = httpx.post(f"{sim.base_url}/chat/completions", content=_chat_body("q [[sim:redirect]]"), timeout=5)
+    assert reply.status_code == 307
+    # Options of one kind on another are refused, not silently ignored.
+    for bad in ({"kind": "oversize", "trickle_bytes_per_s": 1}, {"kind": "redirect", "size_bytes": 1},
+                {"kind": "trickle", "location": "/x"}, {"kind": "server_error", "malformed_as": "cut_json"}):
+        assert sim.http.put("/_sim/faults", json={"faults": [bad]}).status_code == 422
+
+
+def test_malformed_can_be_well_formed_json_of_the_wrong_shape(sim: Sim) -> None:
+    sim.configure({"faults": [{"kind": "malformed", "malformed_as": "empty_object"}]})
+    reply = httpx.post(f"{sim.base_url}/chat/completions", content=_chat_body(), timeout=5)
+    assert (reply.status_code, reply.json()) == (200, {})

@@ -1,38 +1,61 @@
 """The one table that maps what a provider did to what askq does about it.
 
-| provider behaviour                             | askq error             | retried | breaker | then                |
-|------------------------------------------------|------------------------|---------|---------|---------------------|
-| 429 (Retry-After / retry-after-ms honoured)    | RateLimitedError       | yes     | failure | next tier when spent|
-| 408, 409, 425, 5xx, timeout, connection reset  | TransientProviderError | yes     | failure | next tier when spent|
-| malformed body (bare json.JSONDecodeError)     | TransientProviderError | yes     | failure | next tier when spent|
-| 401, 403, 404 (key, permission, unknown model) | PermanentProviderError | never   | failure | next tier           |
-| 400, 422, content policy                       | PermanentProviderError | never   | success | next tier, else dead|
-| 400 context_length_exceeded                    | ContextTooLongError    | never   | success | next tier at once   |
-| finish_reason=length, empty answer             | BadAnswerError         | never   | failure | next tier           |
+| provider behaviour                              | askq error             | retried | breaker | then                 |
+|-------------------------------------------------|------------------------|---------|---------|----------------------|
+| 429 (Retry-After / retry-after-ms honoured)     | RateLimitedError       | yes     | failure | next tier when spent |
+| 408, 409, 425, 5xx, connection reset            | TransientProviderError | yes     | failure | next tier when spent |
+| no complete response within timeout_s (total)   | TransientProviderError | yes     | failure | next tier when spent |
+| malformed body (not JSON, or not a completion)  | TransientProviderError | yes     | failure | next tier when spent |
+| 401, 403, 404 (key, permission, unknown model)  | PermanentProviderError | never   | failure | next tier, else dead |
+| 3xx (redirects are never followed)              | RedirectedError        | never   | failure | next tier, else dead |
+| 400, 422, content policy                        | PermanentProviderError | never   | success | next tier, else dead |
+| 400 context_length_exceeded                     | ContextTooLongError    | never   | success | next tier at once    |
+| finish_reason=length, empty, lone surrogate     | BadAnswerError         | never   | failure | next tier            |
+| body > max_response_bytes (inflated), answer    | OversizedError         | never   | failure | next tier            |
+|   > max_answer_chars                            |                        |         |         |                      |
+| askq's own code or the job's own data failed    | InternalError          | never   | none    | dead: internal_error |
 
 "Breaker" says how the call counts in the provider's circuit breaker: a 400 proves the
-provider is up (the request was at fault), a 401/403/404 or a useless answer means the tier
-cannot serve anyone. When every tier refused a job with a permanent error (any 4xx other than
-408/409/425/429, context too long), the job is dead-lettered as `permanent_error`; any other
-mix (a transient failure, a skipped tier, a bad answer) goes on to the cache and default tiers.
+provider is up (the request was at fault), a 401/403/404, a redirect or a useless answer means
+the tier cannot serve anyone. When every tier refused a job with a permanent error (any 3xx or
+4xx other than 408/409/425/429, context too long), the job is dead-lettered as
+`permanent_error`; any other mix (a transient failure, a skipped tier, a bad or oversized
+answer) goes on to the cache and default tiers. An oversized reply is not retried: a provider
+that sent one is likely to send it again, and each try would read up to the cap once more.
+
+Only what comes from the provider or the network is a provider error: an openai status,
+connection or timeout error, a transport error, or any exception once the whole body was read
+(parsing it failed). An exception before the request reached the transport (building or
+encoding it, e.g. a lone surrogate in a context document) is askq's or the job's own fault:
+an InternalError, which stops the ladder and dead-letters the job `internal_error`.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
+import aiohttp
+import httpx
+import httpx2
 import openai
 
 from config.logging import scrub
 from core.errors import (
     BadAnswerError,
     ContextTooLongError,
+    InternalError,
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
+    RedirectedError,
     TierSkippedError,
     TransientProviderError,
 )
+
+if TYPE_CHECKING:
+    from workers.providerhttp import Exchange
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 # Permanent for the request, and for every other request too: the tier is unusable.
@@ -65,31 +88,71 @@ def _error_code(exc: openai.APIStatusError) -> str:
     return ""
 
 
-def classify(exc: BaseException, provider: str) -> ProviderError:
-    """Translate an exception raised while calling a provider into askq's error tree."""
-    if isinstance(exc, ProviderError):
+# Raised by the network or the provider's side of the exchange, whenever they are raised.
+_NETWORK: tuple[type[BaseException], ...] = (
+    openai.APIConnectionError,  # timeouts included
+    openai.APIResponseValidationError,
+    httpx2.HTTPError,
+    httpx.HTTPError,
+    aiohttp.ClientError,
+    TimeoutError,
+    ConnectionError,
+    ssl.SSLError,
+)
+
+
+def unicode_safe(text: str) -> str:
+    """text with anything UTF-8 cannot encode (lone surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one bounded line for logs and dead letters: secrets masked, always encodable."""
+    return scrub(unicode_safe(f"{type(exc).__name__}: {exc}"))[:500]
+
+
+def classify(exc: BaseException, provider: str, exchange: Exchange) -> ProviderError | InternalError:
+    """Translate an exception raised while calling a provider into askq's error tree.
+
+    exchange says how far the call got (workers/providerhttp.py): an exception of no known
+    network kind is the provider's when it came while talking to it or once its body was read
+    (a body that is JSON but not a completion), and askq's or the job's before anything was sent.
+    """
+    if isinstance(exc, ProviderError | InternalError):
         return exc
-    text = scrub(f"{type(exc).__name__}: {exc}")[:500]
+    text = describe(exc)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
             return RateLimitedError(text, provider, status, retry_after_s(exc.response.headers))
         if status >= 500 or status in _TRANSIENT_STATUS:
             return TransientProviderError(text, provider, status)
+        if 300 <= status < 400:  # the guarded transport refuses these first; kept for any other path
+            return RedirectedError(text, provider, status)
         if "context_length" in _error_code(exc):
             return ContextTooLongError(text, provider, status)
         return PermanentProviderError(text, provider, status)
-    # Timeouts, resets, refused connections, and bodies that are not the JSON we expect
-    # (the SDK raises a bare json.JSONDecodeError): the provider is having a bad moment.
-    # Anything else unexpected is treated the same way: bounded retries, then the next tier.
-    return TransientProviderError(text, provider)
+    if isinstance(exc, _NETWORK):
+        return TransientProviderError(text, provider)
+    if exchange.received:
+        # The whole body came back but is not the completion expected (the SDK raises a bare
+        # json.JSONDecodeError for broken JSON; LangChain a TypeError or ValueError for `{}`).
+        return TransientProviderError(f"malformed response: {text}", provider)
+    if exchange.sent:
+        return TransientProviderError(f"transport: {text}", provider)
+    return internal(exc, provider)
+
+
+def internal(exc: BaseException, provider: str) -> InternalError:
+    """An exception that is askq's or the job's own, raised while asking a tier."""
+    return InternalError(f"{describe(exc)} (askq's or the job's own fault, not the provider's)", provider)
 
 
 def provider_fault(err: ProviderError) -> bool:
     """True when the error counts against the provider's circuit breaker (see the table)."""
     if isinstance(err, TierSkippedError):
         return False
-    if isinstance(err, TransientProviderError | BadAnswerError):
+    if isinstance(err, TransientProviderError | BadAnswerError | RedirectedError):
         return True
     return err.status in _UNUSABLE_STATUS
 

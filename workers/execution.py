@@ -28,6 +28,9 @@ log = structlog.get_logger("askq.job")
 T = TypeVar("T")
 
 CRASH_MARKER = "[[askq:crash]]"
+# Why a job the ladder did not answer is dead (an exhausted job younger than max_job_age_s is
+# deferred instead). internal: askq's or the job's own fault, never retried.
+_DEAD_REASON = {"permanent": DeadReason.PERMANENT_ERROR, "internal": DeadReason.INTERNAL_ERROR}
 
 
 async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> str:
@@ -102,7 +105,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
         return outcome
     if ladder.outcome == "exhausted" and time.time() - spec.created < rt.settings.max_job_age_s:
         return await _defer(rt, spec, token, ladder)
-    reason = DeadReason.PERMANENT_ERROR if ladder.outcome == "permanent" else DeadReason.EXHAUSTED
+    reason = _DEAD_REASON.get(ladder.outcome, DeadReason.EXHAUSTED)
     health |= {"dead": 1.0}
     outcome = await asyncio.to_thread(
         rt.dlq.kill, spec.id, reason, ladder.last_error, spec.model_dump(mode="json"), None,

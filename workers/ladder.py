@@ -20,20 +20,22 @@ import redis
 import structlog
 
 from config.settings import Settings
-from core.errors import ContextTooLongError, ProviderError, RateLimitedError, TierSkippedError
+from core.errors import ContextTooLongError, InternalError, ProviderError, RateLimitedError, TierSkippedError
 from core.job import JobSpec, TokenUsage
 from workers.breaker import Breaker, Permit
 from workers.cache import AnswerCache, CachedAnswer
 from workers.chain import Answer, Chain, prompt_chars
-from workers.errorclass import caller_fault, classify, provider_fault
+from workers.errorclass import caller_fault, internal, provider_fault
 from workers.ratelimit import Grant, RateLimiter
 from workers.retry import ONE_TRY, Sleep, stop_reason, with_retries
 
 log = structlog.get_logger("askq.ladder")
 
 # answered: a tier answered (provider, cache or default); permanent: every tier refused the
-# request itself (dead-letter it); exhausted: providers failed and on_exhausted="retry".
-Outcome = Literal["answered", "permanent", "exhausted"]
+# request itself (dead-letter it); exhausted: providers failed and on_exhausted="retry";
+# internal: askq's own code or the job's data failed while asking a tier (dead-letter it,
+# never counted against a provider).
+Outcome = Literal["answered", "permanent", "exhausted", "internal"]
 # Tokens a completion is assumed to use before the provider reports the real figure.
 COMPLETION_ESTIMATE = 256
 
@@ -134,6 +136,13 @@ class Ladder:
                 result.last_error = f"{chain.provider.name}: {exc}"
                 caller_only = caller_only and caller_fault(exc)
                 continue
+            except InternalError as exc:
+                # askq's or the job's own fault: another tier (that might leave out the part that
+                # failed) or a default answer would hide it, so the job is dead-lettered as it is.
+                log.error("internal_error", provider=chain.provider.name, error=str(exc), exc_info=exc)
+                result.counters["internal_errors"] += 1
+                result.outcome, result.last_error = "internal", f"{chain.provider.name}: {exc}"
+                return result
             result.outcome, result.answer, result.source = "answered", answer, chain.provider.name
             result.success = _Success(chain, spec, answer, run)
             if not defer_success:
@@ -263,8 +272,8 @@ class Ladder:
 
         try:
             answer = await with_retries(attempt, policy, on_retry, sleep=self.sleep)
-        except TierSkippedError:
-            if run.permit is Permit.PROBE:  # the probe never reached the provider: hand it on
+        except (TierSkippedError, InternalError):
+            if run.permit is Permit.PROBE:  # the probe never reached (or never judged) the provider: hand it on
                 await self.breaker.release(name)
             raise
         except ProviderError as err:
@@ -293,8 +302,10 @@ class Ladder:
         started = time.perf_counter()
         try:
             answer = await chain.ask(spec)
-        except Exception as exc:
-            err = classify(exc, name)
+        except TierSkippedError:  # nothing was sent: nothing to count for or against the provider
+            self._note(result, name, run.attempt, "skipped", "not_sent")
+            raise
+        except ProviderError as err:
             run.pending = self._note(result, name, run.attempt, "failed", err.error_class,
                                      time.perf_counter() - started, err, log_now=False)
             recorded = await self.breaker.record(name, not provider_fault(err), run.permit)
@@ -302,7 +313,12 @@ class Ladder:
                 run.permit = Permit.CALL  # reported: nothing left to hand back
             if recorded.changed:
                 log.warning("breaker_" + ("opened" if recorded.state == "open" else recorded.state), provider=name)
-            raise err from exc
+            raise
+        except InternalError:
+            raise
+        except Exception as exc:
+            # chain.ask classifies what the call raised; what is left came from askq's own code.
+            raise internal(exc, name) from exc
         self._note(result, name, run.attempt, "ok", "", answer.latency_s)
         return answer
 
