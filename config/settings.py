@@ -87,6 +87,21 @@ class FlowerSettings(_Strict):
     user: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
     password: SecretStr | None = None
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user_not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be blank (set a user name for Flower's basic auth)")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # A blank password would let `user:` (or `user:   `) through Flower's basic auth.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank (set a password for Flower's basic auth)")
+        return value
+
 
 class HealthSettings(_Strict):
     """`askq health` and /healthz: how far back the sliding window reaches."""

@@ -219,3 +219,19 @@ def test_openapi_schema_is_served_and_describes_the_routes(api: TestClient) -> N
     assert {"$ref": "#/components/schemas/BatchIn"} in body["anyOf"]
     assert "JobIn" in schema["components"]["schemas"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize(("user", "password"), [("admin", ""), ("admin", "   "), ("", "secret"), (" \t", "secret")])
+def test_flower_refuses_blank_credentials(stack: Stack, user: str, password: str) -> None:
+    env = stack.env(ASKQ_FLOWER__USER=user, ASKQ_FLOWER__PASSWORD=password, ASKQ_FLOWER__PORT=str(free_port()))
+    try:
+        out = subprocess.run([sys.executable, "-m", "askq", "flower"], env=env, capture_output=True, text=True,
+                             timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Flower started with user {user!r} and password {password!r}")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    field = "password" if user.strip() else "user"
+    assert f"flower.{field}" in out.stderr and "blank" in out.stderr, out.stderr
+    if password.strip():
+        assert password not in out.stderr
