@@ -75,6 +75,8 @@ class ApiSettings(_Strict):
     tokens: list[SecretStr] = Field(default_factory=list)
     max_batch: int = Field(100, ge=1, le=10000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Deepest nesting of arrays/objects a body may have (a job needs 4); deeper is a 422.
+    max_json_depth: int = Field(32, ge=4, le=256)
     # Longest long-poll a caller may ask for on GET /v1/jobs/{id}/result?wait=.
     max_wait_s: float = Field(60.0, gt=0, le=600)
 

@@ -235,3 +235,23 @@ def test_flower_refuses_blank_credentials(stack: Stack, user: str, password: str
     assert f"flower.{field}" in out.stderr and "blank" in out.stderr, out.stderr
     if password.strip():
         assert password not in out.stderr
+
+
+@pytest.mark.parametrize("body", [b"[" * 200_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  b'{"question": "hi", "metadata": ' + b"[" * 40 + b"]" * 40 + b"}"])
+def test_deeply_nested_json_gets_422_not_500(settings: Settings, r: redis.Redis, body: bytes) -> None:
+    app = create_app(settings.model_copy(update={"api": ApiSettings(tokens=[TOKEN])}))
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
+        reply = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422, reply.text[:300]
+    assert "nested deeper than 32" in reply.json()["message"]
+    assert nothing_enqueued(r, settings)
+
+
+def test_nesting_inside_strings_does_not_count(api: TestClient, r: redis.Redis) -> None:
+    question = "[[[{{{" * 100 + '\\" ]]'
+    reply = api.post("/v1/jobs", content=json.dumps({"question": question, "context": ["{" * 500]}).encode(),
+                     headers={"Content-Type": "application/json"})
+    assert reply.status_code == 202, reply.text
+    job = api.get(f"/v1/jobs/{reply.json()['id']}").json()
+    assert job["question"] == question

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from itertools import accumulate
 from typing import Any
 
 import structlog
@@ -72,6 +74,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+# A JSON string literal (escapes included), so brackets inside strings are not counted as nesting.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep the arrays and objects in a JSON text nest, found without parsing it.
+
+    json.loads recurses once per level and fails with RecursionError (a 500) near 1,000; this
+    is a regex and a translate (C speed) plus one pass over the brackets alone.
+    """
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
 def _refuse(field: tuple[str | int, ...], problem: str) -> RequestValidationError:
     """A 422 naming one field, in the shape FastAPI's own validation errors take."""
     return RequestValidationError([{"loc": field, "msg": problem}])
@@ -79,6 +97,10 @@ def _refuse(field: tuple[str | int, ...], problem: str) -> RequestValidationErro
 
 def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], bool]:
     """Validate a single job or a batch into specs (and whether it was a batch); a 422 names the field."""
+    limit = settings.api.max_json_depth
+    # Fewer opening brackets than the limit cannot nest deeper than it: most bodies skip the scan.
+    if raw.count(b"[") + raw.count(b"{") > limit and nesting_depth(raw) > limit:
+        raise _refuse(("body",), f"JSON nested deeper than {limit} levels")
     try:
         data = json.loads(raw)
     except ValueError as exc:
