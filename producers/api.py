@@ -25,6 +25,7 @@ from core.metrics import registry_for
 from producers.client import Client
 from producers.routes import deadletters, jobs, probes
 from producers.routes.common import problem_response, problems_of
+from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     )
     app.state.client = Client(settings, redis_client or connect(settings))
     app.state.tokens = [t.get_secret_value().encode() for t in settings.api.tokens]
+    app.state.waiter = ResultWaiter(app.state.client.store)
     app.state.registry = registry_for(app.state.client.redis, settings)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(JobNotFoundError, _not_found)

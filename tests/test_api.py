@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -149,14 +152,11 @@ def test_no_tokens_means_loopback_only(stack: Stack) -> None:
     assert "without tokens" in out.stderr
 
 
-@pytest.fixture
-def api_server(stack: Stack) -> Iterator[str]:
-    """`askq api` as a real uvicorn process on a free port."""
+def serve_api(stack: Stack, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """`askq api` as a real uvicorn process on a free port, once it answers /healthz."""
     port = free_port()
-    env = stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port))
-    log = open(stack.var_dir / "api.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "askq", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    proc = stack.spawn(f"api{port}", [sys.executable, "-m", "askq", "api"],
+                       stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port), **env))
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -165,7 +165,17 @@ def api_server(stack: Stack) -> Iterator[str]:
         except httpx.HTTPError:
             return False
 
-    wait_for(up, 60, what="askq api to answer")
+    try:
+        wait_for(up, 60, what="askq api to answer")
+    except BaseException:
+        proc.kill()
+        raise
+    return url, proc
+
+
+@pytest.fixture
+def api_server(stack: Stack) -> Iterator[str]:
+    url, proc = serve_api(stack)
     yield url
     proc.terminate()
     proc.wait(15)
@@ -255,3 +265,42 @@ def test_nesting_inside_strings_does_not_count(api: TestClient, r: redis.Redis) 
     assert reply.status_code == 202, reply.text
     job = api.get(f"/v1/jobs/{reply.json()['id']}").json()
     assert job["question"] == question
+
+
+def test_many_long_polls_share_one_poller_and_all_return(stack: Stack, r: redis.Redis, settings: Settings) -> None:
+    url, proc = serve_api(stack)
+    try:
+        client = Client(settings)
+        ids = client.submit_many([{"question": f"Where is order {i}?"} for i in range(200)])
+        client.close()
+        replies: list[int] = []
+
+        async def poll_all() -> None:
+            limits = httpx.Limits(max_connections=300)
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as http:
+                async def one(job_id: str) -> None:
+                    replies.append((await http.get(f"/v1/jobs/{job_id}/result", params={"wait": 3})).status_code)
+                await asyncio.gather(*(one(i) for i in ids))
+
+        poller = threading.Thread(target=asyncio.run, args=(poll_all(),))
+        poller.start()
+        api = psutil.Process(proc.pid)
+        redis_clients = lambda: sum(1 for c in r.client_list() if c["cmd"] != "client|list")  # noqa: E731
+        # While the 200 callers wait, the API holds neither a thread nor a Redis connection per caller.
+        threads, connections = api.num_threads(), redis_clients()
+        while poller.is_alive():
+            threads, connections = max(threads, api.num_threads()), max(connections, redis_clients())
+            assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+            poller.join(0.2)
+        assert threads <= 12, threads
+        assert connections <= 6, connections
+        # Each returned when its wait ran out (no worker runs): a 202 with the job still queued.
+        assert replies == [202] * 200
+        # A job that finishes mid-wait is returned then, as a 200.
+        stack.start_worker(concurrency=5)
+        done = httpx.get(f"{url}/v1/jobs/{ids[0]}/result", params={"wait": 60}, headers=AUTH, timeout=90)
+        assert done.status_code == 200 and done.json()["state"] == "succeeded"
+        assert httpx.get(f"{url}/v1/jobs/nope/result", params={"wait": 5}, headers=AUTH).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -44,10 +44,14 @@ async def client_of(request: Request) -> Client:
 ClientDep = Annotated[Client, Depends(client_of)]
 
 
-def authorize(
+async def authorize(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 ) -> None:
-    """Let the request through only with one of `api.tokens` as its bearer token."""
+    """Let the request through only with one of `api.tokens` as its bearer token.
+
+    Async although it never awaits: a sync dependency costs every request a threadpool hop, and
+    a burst of long-polls would fill the pool the probes need.
+    """
     tokens: list[bytes] = request.app.state.tokens
     if not tokens:
         return  # only possible on a loopback address, see producers.api.check_exposure

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from itertools import accumulate
 from typing import Any
 
@@ -21,6 +19,7 @@ from core.errors import InvalidJobError
 from core.job import JobRequest, JobSpec, JobView, check_limits
 from producers.client import Client
 from producers.routes.common import AUTH, BAD_INPUT, NOT_FOUND, ClientDep
+from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
 
@@ -140,20 +139,17 @@ def get_job(job_id: str, client: ClientDep) -> JobView:
     return client.get(job_id)
 
 
-async def long_poll(client: Client, job_id: str, wait: float) -> Any:
+async def long_poll(request: Request, client: Client, job_id: str, wait: float) -> Any:
     """The job once terminal, or a 202 with its current state when `wait` seconds pass first."""
-    deadline = time.monotonic() + wait
-    delay = 0.05
-    while True:
+    if wait > 0:
+        # One shared poller for all waiting callers (producers.waiter): no thread or Redis call each.
+        waiter: ResultWaiter = request.app.state.waiter
+        view = await waiter.wait(job_id, wait)
+    else:
         view = await run_in_threadpool(client.get, job_id)
-        if view.state.terminal:
-            return view
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return JSONResponse(status_code=202, content=view.model_dump(mode="json"))
-        # Sleeping on the event loop, not a thread: thousands of waiters cost no threads.
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.5)
+    if view.state.terminal:
+        return view
+    return JSONResponse(status_code=202, content=view.model_dump(mode="json"))
 
 
 def router(max_wait_s: float) -> APIRouter:
@@ -167,10 +163,10 @@ def router(max_wait_s: float) -> APIRouter:
     jobs.add_api_route("/v1/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=NOT_FOUND)
 
     async def get_result(
-        job_id: str, client: ClientDep,
+        request: Request, job_id: str, client: ClientDep,
         wait: float = Query(0.0, ge=0, le=max_wait_s, description="seconds to wait"),
     ) -> Any:
-        return await long_poll(client, job_id, wait)
+        return await long_poll(request, client, job_id, wait)
 
     jobs.add_api_route(
         "/v1/jobs/{job_id}/result", get_result, methods=["GET"], response_model=JobView,
