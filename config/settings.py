@@ -79,6 +79,17 @@ class ApiSettings(_Strict):
     max_json_depth: int = Field(32, ge=4, le=256)
     # Longest long-poll a caller may ask for on GET /v1/jobs/{id}/result?wait=.
     max_wait_s: float = Field(60.0, gt=0, le=600)
+    # A connection must send a request's complete headers within this (from opening, or from the
+    # end of its previous response), else it gets a 408 and is closed (producers/server.py).
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    # A request's body must arrive within this once its headers have, else a 408.
+    body_timeout_s: float = Field(30.0, gt=0, le=600)
+    # Idle time after a response before the connection is closed (uvicorn's timeout_keep_alive).
+    keep_alive_s: int = Field(5, ge=1, le=300)
+    # Connections still sending headers; past this the oldest is dropped (idle sockets cannot pile up).
+    max_pending_connections: int = Field(512, ge=1)
+    # All connections together; past this uvicorn answers 503 (keep it under the process's `ulimit -n`).
+    max_connections: int = Field(4096, ge=16)
 
 
 class FlowerSettings(_Strict):

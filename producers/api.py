@@ -25,6 +25,7 @@ from core.metrics import registry_for
 from producers.client import Client
 from producers.routes import deadletters, jobs, probes
 from producers.routes.common import problem_response, problems_of
+from producers.server import uvicorn_options
 from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
@@ -107,5 +108,4 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     check_exposure(settings, host)
     app = create_app(settings)
     log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens))
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False,
-                limit_concurrency=2048, timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, **uvicorn_options(settings.api))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -301,6 +302,82 @@ def test_many_long_polls_share_one_poller_and_all_return(stack: Stack, r: redis.
         done = httpx.get(f"{url}/v1/jobs/{ids[0]}/result", params={"wait": 60}, headers=AUTH, timeout=90)
         assert done.status_code == 200 and done.json()["state"] == "succeeded"
         assert httpx.get(f"{url}/v1/jobs/nope/result", params={"wait": 5}, headers=AUTH).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _open_idle(port: int, count: int, partial: bytes) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if partial:
+            sock.sendall(partial)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        while chunk := sock.recv(4096):
+            if not chunk:
+                break
+        return True  # end of stream: the server closed it (after its 408, if any)
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_and_slow_header_connections_are_dropped_and_probes_answer(stack: Stack) -> None:
+    url, proc = serve_api(stack, ASKQ_API__HEADER_TIMEOUT_S="2", ASKQ_API__MAX_PENDING_CONNECTIONS="100",
+                          ASKQ_API__MAX_CONNECTIONS="200")
+    port = int(url.rsplit(":", 1)[1])
+    socks: list[socket.socket] = []
+    try:
+        # Keep-alive connections that finished one request, then start another and stall.
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            sock.setblocking(False)
+            socks.append(sock)
+        # 300 silent or half-sent connections: more than the server's whole connection limit.
+        socks += _open_idle(port, 150, b"")
+        socks += _open_idle(port, 150, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        for _ in range(5):
+            assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+        # Every one is closed by the server within its header timeout (2 s), with generous slack.
+        still_open = list(socks)
+
+        def all_closed() -> bool:
+            still_open[:] = [s for s in still_open if not _closed_by_server(s)]
+            return not still_open
+
+        wait_for(all_closed, 30, what="the idle connections to be closed")
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_trickled_body_gets_408(stack: Stack, r: redis.Redis) -> None:
+    url, proc = serve_api(stack, ASKQ_API__BODY_TIMEOUT_S="2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
+                         b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"question\": ")
+            reply = b""
+            while chunk := sock.recv(65536):  # the server closes after its 408
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert b"not received within 2 s" in reply
+        assert r.llen("askq") == 0
     finally:
         proc.terminate()
         proc.wait(15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from itertools import accumulate
@@ -60,16 +61,22 @@ _SUBMIT_SCHEMA: dict[str, Any] = {
 }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes the limit (declared or streamed)."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 once it passes the limit (declared or streamed), 408 if slow."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body is {declared} bytes, limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    try:
+        # A total deadline, not per chunk: a body trickled a byte at a time must not hold the request.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    except TimeoutError:
+        raise HTTPException(408, f"request body not received within {timeout_s:g} s",
+                            headers={"Connection": "close"}) from None
     return bytes(body)
 
 
@@ -125,7 +132,7 @@ def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], boo
 
 
 async def submit(request: Request, client: ClientDep) -> Any:
-    raw = await read_body(request, client.settings.api.max_body_bytes)
+    raw = await read_body(request, client.settings.api.max_body_bytes, client.settings.api.body_timeout_s)
     specs, is_batch = parse_submission(raw, client.settings)
     created = await run_in_threadpool(client.store.submit_many, specs)
     log.info("jobs_submitted", count=len(specs), created=sum(created))
