@@ -51,7 +51,8 @@ def nothing_enqueued(r: redis.Redis, settings: Settings) -> bool:
 def test_every_job_route_refuses_a_missing_or_wrong_token(api_settings: Settings, r: redis.Redis) -> None:
     anonymous = TestClient(create_app(api_settings))
     for method, path in [("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/result"),
-                         ("GET", "/v1/dead-letters"), ("DELETE", "/v1/dead-letters"), ("GET", "/metrics")]:
+                         ("GET", "/v1/dead-letters"), ("DELETE", "/v1/dead-letters"), ("GET", "/metrics"),
+                         ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             reply = anonymous.request(method, path, headers=headers, json={"question": "hi"})
             assert reply.status_code == 401, (method, path, headers)
@@ -230,6 +231,23 @@ def test_openapi_schema_is_served_and_describes_the_routes(api: TestClient) -> N
     assert {"$ref": "#/components/schemas/BatchIn"} in body["anyOf"]
     assert "JobIn" in schema["components"]["schemas"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # What the routes really answer, with the configured limits (max_batch is 5 in these tests).
+    submit = schema["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"200", "202", "401", "408", "413", "422", "503"} <= set(submit)
+    assert submit["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationProblem"}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    job = schema["components"]["schemas"]["JobIn"]["properties"]
+    assert job["context"]["maxItems"] == 20 and job["question"]["maxLength"] == 8000
+    assert schema["components"]["schemas"]["BatchIn"]["properties"]["jobs"]["maxItems"] == 5
+    assert "503" in schema["paths"]["/healthz"]["get"]["responses"]
+    assert api.get("/docs").status_code == 200 and api.get("/redoc").status_code == 200
+
+
+def test_unknown_query_parameters_are_refused(api: TestClient) -> None:
+    reply = api.get("/v1/jobs/x/result", params={"wiat": 30})
+    assert reply.status_code == 422
+    assert reply.json()["detail"] == [{"field": "wiat", "problem": "unknown query parameter"}]
+    assert api.get("/v1/dead-letters", params={"limit": 5}).status_code == 200
 
 
 @pytest.mark.parametrize(("user", "password"), [("admin", ""), ("admin", "   "), ("", "secret"), (" \t", "secret")])
@@ -286,7 +304,11 @@ def test_many_long_polls_share_one_poller_and_all_return(stack: Stack, r: redis.
         poller = threading.Thread(target=asyncio.run, args=(poll_all(),))
         poller.start()
         api = psutil.Process(proc.pid)
-        redis_clients = lambda: sum(1 for c in r.client_list() if c["cmd"] != "client|list")  # noqa: E731
+        redis_port = r.connection_pool.connection_kwargs["port"]
+
+        def redis_clients() -> int:  # the API process's own connections to Redis
+            return sum(1 for c in api.net_connections("tcp") if c.raddr and c.raddr.port == redis_port)
+
         # While the 200 callers wait, the API holds neither a thread nor a Redis connection per caller.
         threads, connections = api.num_threads(), redis_clients()
         while poller.is_alive():

@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -15,7 +16,21 @@ from producers.client import Client
 # Module level: route annotations are resolved against module globals.
 _BEARER = HTTPBearer(auto_error=False)
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job or dead letter"}}
+class Message(BaseModel):
+    """The body of every error but a 422: what went wrong, in one sentence."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message, "description": "no such job or dead letter"}}
+
+# What every route behind the token may answer besides its own replies (declared in the schema).
+GUARDED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Message, "description": "no valid bearer token",
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    503: {"model": Message, "description": "the job store (Redis) is unreachable; retry later",
+          "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}},
+}
 
 
 class Problem(BaseModel):
@@ -62,6 +77,18 @@ async def authorize(
 
 
 AUTH = [Depends(authorize)]
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: `?wiat=30` must not silently mean wait=0."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    known = {p.alias for p in dependant.query_params} if dependant is not None else set()
+    for dep in getattr(dependant, "dependencies", ()):
+        known |= {p.alias for p in dep.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter"} for name in unknown])
 
 
 def problems_of(errors: list[Any]) -> list[Problem]:

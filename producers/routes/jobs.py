@@ -19,7 +19,7 @@ from config.settings import Settings
 from core.errors import InvalidJobError
 from core.job import JobRequest, JobSpec, JobView, check_limits
 from producers.client import Client
-from producers.routes.common import AUTH, BAD_INPUT, NOT_FOUND, ClientDep
+from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
 from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
@@ -161,10 +161,18 @@ async def long_poll(request: Request, client: Client, job_id: str, wait: float) 
 
 def router(max_wait_s: float) -> APIRouter:
     """The job routes; `max_wait_s` bounds the long-poll wait (in validation and in the schema)."""
-    jobs = APIRouter(dependencies=AUTH)
+    jobs = APIRouter(dependencies=AUTH, responses=GUARDED)
     jobs.add_api_route(
         "/v1/jobs", submit, methods=["POST"], status_code=202, response_model=Submitted | BatchSubmitted,
-        openapi_extra=_SUBMIT_SCHEMA, responses={**BAD_INPUT, 413: {"description": "request body too large"}},
+        openapi_extra=_SUBMIT_SCHEMA,
+        responses={
+            200: {"model": Submitted, "description": "one job whose idempotency key already named a job (created "
+                  "false, its id); a batch always answers 202, with created per job"},
+            202: {"description": "enqueued"},
+            **BAD_INPUT,
+            408: {"model": Message, "description": "the body did not arrive within api.body_timeout_s"},
+            413: {"model": Message, "description": "request body over api.max_body_bytes"},
+        },
         summary="Submit one job, or a batch as {\"jobs\": [...]}",
     )
     jobs.add_api_route("/v1/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=NOT_FOUND)
