@@ -112,7 +112,7 @@ def run_longpoll(callers: int = 2000, wait_s: float = 15.0, as_json: bool = Fals
 
 
 def _figures(polls: list[list[float]], probes: list[float | None], callers: int, wait_s: float) -> dict[str, Any]:
-    over = [t - wait_s for _, t in polls]
+    over = [t - wait_s for status, t in polls if status in (200, 202)]
     answered = [p for p in probes if p is not None]
     statuses: dict[str, int] = {}
     for status, _ in polls:

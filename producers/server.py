@@ -6,8 +6,10 @@ finishes them is held forever, and uvicorn's `limit_concurrency` counts such con
 2,100 of them made every request (the probes too) a 503. `GuardedH11Protocol` gives each
 connection `api.header_timeout_s` to send a complete set of headers, from its opening or from the
 end of its previous response; it is then answered 408 and closed. Connections still sending
-headers are also capped (`api.max_pending_connections`): past the cap the oldest is dropped, so
-idle sockets cannot fill the connection limit either while they wait for their timeout.
+headers are also capped (`api.max_pending_connections`): past the cap the oldest is dropped if it
+has owed its headers for a second or more, so idle sockets cannot fill the connection limit while
+they wait for their timeout, and a burst of real callers (accepted faster than their headers are
+read) is not mistaken for them.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     max_pending: ClassVar[int] = 512
-    # The server's connections that still owe request headers, oldest first (insertion order).
-    pending: ClassVar[dict[GuardedH11Protocol, None]] = {}
+    # A pending connection younger than this is never dropped for the cap (see the module docstring).
+    grace_s: ClassVar[float] = 1.0
+    # The server's connections that still owe request headers, oldest first, with when they began to.
+    pending: ClassVar[dict[GuardedH11Protocol, float]] = {}
 
     _header_timer: asyncio.TimerHandle | None = None
 
@@ -60,9 +64,13 @@ class GuardedH11Protocol(H11Protocol):
     def _await_headers(self) -> None:
         self._headers_received()
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._drop, "header_timeout")
-        self.pending[self] = None
+        now = self.loop.time()
+        self.pending[self] = now
         while len(self.pending) > self.max_pending:
-            next(iter(self.pending))._drop("too_many_pending")
+            oldest, since = next(iter(self.pending.items()))
+            if now - since < self.grace_s:
+                break  # a burst of new connections, not idle ones: uvicorn's limit_concurrency still bounds it
+            oldest._drop("too_many_pending")
 
     def _headers_received(self) -> None:
         if self._header_timer is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -154,9 +154,10 @@ async def long_poll(request: Request, client: Client, job_id: str, wait: float) 
         view = await waiter.wait(job_id, wait)
     else:
         view = await run_in_threadpool(client.get, job_id)
-    if view.state.terminal:
-        return view
-    return JSONResponse(status_code=202, content=view.model_dump(mode="json"))
+    # Serialized by pydantic-core in one step: 2,000 callers whose wait ends together are answered
+    # in one burst, and FastAPI's response_model path would validate each view again first.
+    return Response(view.model_dump_json(), status_code=200 if view.state.terminal else 202,
+                    media_type="application/json")
 
 
 def router(max_wait_s: float) -> APIRouter:
