@@ -116,6 +116,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(JobNotFoundError, _not_found)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.TimeoutError, _redis_down)
     app.include_router(jobs.router(settings.api.max_wait_s))
     app.include_router(deadletters.router)
     app.include_router(probes.router)

@@ -16,6 +16,7 @@ import psutil
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from askq.stack import Stack
 from config.settings import ApiSettings, Settings
@@ -409,3 +410,13 @@ def test_a_trickled_body_gets_408(stack: Stack, r: redis.Redis) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_long_poll_with_redis_unreachable_is_503(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}/0"),
+                                       "api": ApiSettings(tokens=[TOKEN])})
+    with TestClient(create_app(down), headers=AUTH) as client:
+        for wait in (0, 1):
+            reply = client.get("/v1/jobs/some-job/result", params={"wait": wait})
+            assert reply.status_code == 503, reply.text
+            assert reply.headers["retry-after"] == "5"

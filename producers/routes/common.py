@@ -81,11 +81,13 @@ AUTH = [Depends(authorize)]
 
 async def known_query(request: Request) -> None:
     """Refuse query parameters the route does not take: `?wiat=30` must not silently mean wait=0."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    known = {p.alias for p in dependant.query_params} if dependant is not None else set()
-    for dep in getattr(dependant, "dependencies", ()):
-        known |= {p.alias for p in dep.query_params}
+    known: set[str] = set()
+    todo = [getattr(request.scope.get("route"), "dependant", None)]
+    while todo:  # the route's own query parameters and those of its dependencies, at any depth
+        dependant = todo.pop()
+        if dependant is not None:
+            known |= {p.alias for p in dependant.query_params}
+            todo += dependant.dependencies
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter"} for name in unknown])
