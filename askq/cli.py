@@ -62,6 +62,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.longpoll:
+        from bench.longpoll import run_longpoll
+
+        return run_longpoll(callers=args.callers, wait_s=args.wait, as_json=args.json)
     if args.pools:
         from bench.pools import compare_pools
 
@@ -125,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
     p.add_argument("--pools", action="store_true", help="the bare task on the thread pool and on gevent, twice each")
+    p.add_argument("--longpoll", action="store_true",
+                   help="HTTP API: --callers concurrent long-polls of --wait s, and /healthz meanwhile")
+    p.add_argument("--callers", type=positive_int, default=2000, help="long-polling callers (default 2000)")
+    p.add_argument("--wait", type=float, default=15.0, help="each long-poll's wait, seconds (default 15)")
     p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_bench)

@@ -48,7 +48,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def flower_argv(settings: Settings, port: int | None = None, address: str | None = None) -> list[str]:
     """Celery arguments for Flower: persistent state under var_dir, never without credentials."""
-    if not settings.flower.user or settings.flower.password is None:
+    user, password = settings.flower.user, settings.flower.password
+    # Blank values are refused by the settings too; this guards settings built by hand.
+    if not user or not user.strip() or password is None or not password.get_secret_value().strip():
         raise ConfigError(
             "refusing to start Flower without credentials: set ASKQ_FLOWER__USER and ASKQ_FLOWER__PASSWORD"
         )

@@ -83,8 +83,21 @@ class ApiSettings(_Strict):
     tokens: list[SecretStr] = Field(default_factory=list)
     max_batch: int = Field(100, ge=1, le=10000)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    # Deepest nesting of arrays/objects a body may have (a job needs 4); deeper is a 422.
+    max_json_depth: int = Field(32, ge=4, le=256)
     # Longest long-poll a caller may ask for on GET /v1/jobs/{id}/result?wait=.
     max_wait_s: float = Field(60.0, gt=0, le=600)
+    # A connection must send a request's complete headers within this (from opening, or from the
+    # end of its previous response), else it gets a 408 and is closed (producers/server.py).
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    # A request's body must arrive within this once its headers have, else a 408.
+    body_timeout_s: float = Field(30.0, gt=0, le=600)
+    # Idle time after a response before the connection is closed (uvicorn's timeout_keep_alive).
+    keep_alive_s: int = Field(5, ge=1, le=300)
+    # Connections still sending headers; past this the oldest is dropped (idle sockets cannot pile up).
+    max_pending_connections: int = Field(512, ge=1)
+    # All connections together; past this uvicorn answers 503 (keep it under the process's `ulimit -n`).
+    max_connections: int = Field(4096, ge=16)
 
 
 class FlowerSettings(_Strict):
@@ -94,6 +107,21 @@ class FlowerSettings(_Strict):
     port: int = Field(5555, ge=1, le=65535)
     user: str | None = Field(None, min_length=1, pattern=r"^[^:]+$")
     password: SecretStr | None = None
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user_not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be blank (set a user name for Flower's basic auth)")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # A blank password would let `user:` (or `user:   `) through Flower's basic auth.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank (set a password for Flower's basic auth)")
+        return value
 
 
 class HealthSettings(_Strict):

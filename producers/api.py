@@ -13,10 +13,11 @@ from typing import Any
 
 import redis
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from config.settings import Settings
 from core.connection import connect
@@ -24,7 +25,9 @@ from core.errors import ConfigError, JobNotFoundError
 from core.metrics import registry_for
 from producers.client import Client
 from producers.routes import deadletters, jobs, probes
-from producers.routes.common import problem_response, problems_of
+from producers.routes.common import AUTH, Problem, ValidationProblem, known_query, problem_response, problems_of
+from producers.server import uvicorn_options
+from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
 
@@ -45,8 +48,13 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
                         headers={"Retry-After": "5"})
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The generated schema plus the submit body's models, which the route reads by hand."""
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The generated schema, made to say what the routes really answer.
+
+    Adds the submit body's models (the route reads its body by hand), the configured limits the
+    models cannot know (documents per job, characters, jobs per batch), and askq's own 422 body
+    (FastAPI would declare its HTTPValidationError, which the API never sends).
+    """
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -54,8 +62,41 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
+        job = components["JobIn"]["properties"]
+        job["question"]["maxLength"] = settings.max_question_chars
+        job["context"]["maxItems"] = settings.max_context_docs
+        job["context"]["items"]["maxLength"] = settings.max_context_chars
+        job["context"]["description"] = (f"up to {settings.max_context_docs} documents of "
+                                         f"{settings.max_context_chars} characters in all")
+        components["BatchIn"]["properties"]["jobs"]["maxItems"] = settings.api.max_batch
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            if "422" in operation.get("responses", {}):
+                operation["responses"]["422"] = {
+                    "description": "bad input, field by field; nothing was enqueued",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}},
+                }
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        for body in (ValidationProblem, Problem):
+            components.setdefault(body.__name__, body.model_json_schema(ref_template="#/components/schemas/{model}"))
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc behind the same token rule as the API (see the README)."""
+
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
+
+    for path, endpoint in (("/openapi.json", openapi_json), ("/docs", swagger), ("/redoc", redoc)):
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False, dependencies=AUTH)
 
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> FastAPI:
@@ -64,17 +105,23 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
         title="askq",
         version="1",
         description="A resilient LLM job queue: submit questions, read answers, replay dead letters.",
+        # Served by _add_docs instead, behind the token: FastAPI's own would be open to anyone.
+        openapi_url=None, docs_url=None, redoc_url=None,
+        dependencies=[Depends(known_query)],
     )
     app.state.client = Client(settings, redis_client or connect(settings))
     app.state.tokens = [t.get_secret_value().encode() for t in settings.api.tokens]
+    app.state.waiter = ResultWaiter(app.state.client.store)
     app.state.registry = registry_for(app.state.client.redis, settings)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(JobNotFoundError, _not_found)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.TimeoutError, _redis_down)
     app.include_router(jobs.router(settings.api.max_wait_s))
     app.include_router(deadletters.router)
     app.include_router(probes.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
+    _add_docs(app)
     return app
 
 
@@ -105,5 +152,4 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     check_exposure(settings, host)
     app = create_app(settings)
     log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens))
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False,
-                limit_concurrency=2048, timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, **uvicorn_options(settings.api))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from askq.stack import Stack
 from config.settings import ApiSettings, Settings
@@ -47,7 +52,8 @@ def nothing_enqueued(r: redis.Redis, settings: Settings) -> bool:
 def test_every_job_route_refuses_a_missing_or_wrong_token(api_settings: Settings, r: redis.Redis) -> None:
     anonymous = TestClient(create_app(api_settings))
     for method, path in [("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/result"),
-                         ("GET", "/v1/dead-letters"), ("DELETE", "/v1/dead-letters"), ("GET", "/metrics")]:
+                         ("GET", "/v1/dead-letters"), ("DELETE", "/v1/dead-letters"), ("GET", "/metrics"),
+                         ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
             reply = anonymous.request(method, path, headers=headers, json={"question": "hi"})
             assert reply.status_code == 401, (method, path, headers)
@@ -149,14 +155,11 @@ def test_no_tokens_means_loopback_only(stack: Stack) -> None:
     assert "without tokens" in out.stderr
 
 
-@pytest.fixture
-def api_server(stack: Stack) -> Iterator[str]:
-    """`askq api` as a real uvicorn process on a free port."""
+def serve_api(stack: Stack, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """`askq api` as a real uvicorn process on a free port, once it answers /healthz."""
     port = free_port()
-    env = stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port))
-    log = open(stack.var_dir / "api.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "askq", "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    proc = stack.spawn(f"api{port}", [sys.executable, "-m", "askq", "api"],
+                       stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port), **env))
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -165,7 +168,17 @@ def api_server(stack: Stack) -> Iterator[str]:
         except httpx.HTTPError:
             return False
 
-    wait_for(up, 60, what="askq api to answer")
+    try:
+        wait_for(up, 60, what="askq api to answer")
+    except BaseException:
+        proc.kill()
+        raise
+    return url, proc
+
+
+@pytest.fixture
+def api_server(stack: Stack) -> Iterator[str]:
+    url, proc = serve_api(stack)
     yield url
     proc.terminate()
     proc.wait(15)
@@ -219,3 +232,191 @@ def test_openapi_schema_is_served_and_describes_the_routes(api: TestClient) -> N
     assert {"$ref": "#/components/schemas/BatchIn"} in body["anyOf"]
     assert "JobIn" in schema["components"]["schemas"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # What the routes really answer, with the configured limits (max_batch is 5 in these tests).
+    submit = schema["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"200", "202", "401", "408", "413", "422", "503"} <= set(submit)
+    assert submit["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationProblem"}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    job = schema["components"]["schemas"]["JobIn"]["properties"]
+    assert job["context"]["maxItems"] == 20 and job["question"]["maxLength"] == 8000
+    assert schema["components"]["schemas"]["BatchIn"]["properties"]["jobs"]["maxItems"] == 5
+    assert "503" in schema["paths"]["/healthz"]["get"]["responses"]
+    assert api.get("/docs").status_code == 200 and api.get("/redoc").status_code == 200
+
+
+def test_unknown_query_parameters_are_refused(api: TestClient) -> None:
+    reply = api.get("/v1/jobs/x/result", params={"wiat": 30})
+    assert reply.status_code == 422
+    assert reply.json()["detail"] == [{"field": "wiat", "problem": "unknown query parameter"}]
+    assert api.get("/v1/dead-letters", params={"limit": 5}).status_code == 200
+
+
+@pytest.mark.parametrize(("user", "password"), [("admin", ""), ("admin", "   "), ("", "secret"), (" \t", "secret")])
+def test_flower_refuses_blank_credentials(stack: Stack, user: str, password: str) -> None:
+    env = stack.env(ASKQ_FLOWER__USER=user, ASKQ_FLOWER__PASSWORD=password, ASKQ_FLOWER__PORT=str(free_port()))
+    try:
+        out = subprocess.run([sys.executable, "-m", "askq", "flower"], env=env, capture_output=True, text=True,
+                             timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Flower started with user {user!r} and password {password!r}")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    field = "password" if user.strip() else "user"
+    assert f"flower.{field}" in out.stderr and "blank" in out.stderr, out.stderr
+    if password.strip():
+        assert password not in out.stderr
+
+
+@pytest.mark.parametrize("body", [b"[" * 200_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  b'{"question": "hi", "metadata": ' + b"[" * 40 + b"]" * 40 + b"}"])
+def test_deeply_nested_json_gets_422_not_500(settings: Settings, r: redis.Redis, body: bytes) -> None:
+    app = create_app(settings.model_copy(update={"api": ApiSettings(tokens=[TOKEN])}))
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
+        reply = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422, reply.text[:300]
+    assert "nested deeper than 32" in reply.json()["message"]
+    assert nothing_enqueued(r, settings)
+
+
+def test_nesting_inside_strings_does_not_count(api: TestClient, r: redis.Redis) -> None:
+    question = "[[[{{{" * 100 + '\\" ]]'
+    reply = api.post("/v1/jobs", content=json.dumps({"question": question, "context": ["{" * 500]}).encode(),
+                     headers={"Content-Type": "application/json"})
+    assert reply.status_code == 202, reply.text
+    job = api.get(f"/v1/jobs/{reply.json()['id']}").json()
+    assert job["question"] == question
+
+
+def test_many_long_polls_share_one_poller_and_all_return(stack: Stack, r: redis.Redis, settings: Settings) -> None:
+    url, proc = serve_api(stack)
+    try:
+        client = Client(settings)
+        ids = client.submit_many([{"question": f"Where is order {i}?"} for i in range(200)])
+        client.close()
+        replies: list[int] = []
+
+        async def poll_all() -> None:
+            limits = httpx.Limits(max_connections=300)
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as http:
+                async def one(job_id: str) -> None:
+                    replies.append((await http.get(f"/v1/jobs/{job_id}/result", params={"wait": 3})).status_code)
+                await asyncio.gather(*(one(i) for i in ids))
+
+        poller = threading.Thread(target=asyncio.run, args=(poll_all(),))
+        poller.start()
+        api = psutil.Process(proc.pid)
+        redis_port = r.connection_pool.connection_kwargs["port"]
+
+        def redis_clients() -> int:  # the API process's own connections to Redis
+            return sum(1 for c in api.net_connections("tcp") if c.raddr and c.raddr.port == redis_port)
+
+        # While the 200 callers wait, the API holds neither a thread nor a Redis connection per caller.
+        threads, connections = api.num_threads(), redis_clients()
+        while poller.is_alive():
+            threads, connections = max(threads, api.num_threads()), max(connections, redis_clients())
+            assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+            poller.join(0.2)
+        assert threads <= 12, threads
+        assert connections <= 6, connections
+        # Each returned when its wait ran out (no worker runs): a 202 with the job still queued.
+        assert replies == [202] * 200
+        # A job that finishes mid-wait is returned then, as a 200.
+        stack.start_worker(concurrency=5)
+        done = httpx.get(f"{url}/v1/jobs/{ids[0]}/result", params={"wait": 60}, headers=AUTH, timeout=90)
+        assert done.status_code == 200 and done.json()["state"] == "succeeded"
+        assert httpx.get(f"{url}/v1/jobs/nope/result", params={"wait": 5}, headers=AUTH).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _open_idle(port: int, count: int, partial: bytes) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if partial:
+            sock.sendall(partial)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        while chunk := sock.recv(4096):
+            if not chunk:
+                break
+        return True  # end of stream: the server closed it (after its 408, if any)
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_and_slow_header_connections_are_dropped_and_probes_answer(stack: Stack) -> None:
+    url, proc = serve_api(stack, ASKQ_API__HEADER_TIMEOUT_S="15", ASKQ_API__MAX_PENDING_CONNECTIONS="100",
+                          ASKQ_API__MAX_CONNECTIONS="200")
+    port = int(url.rsplit(":", 1)[1])
+    socks: list[socket.socket] = []
+    try:
+        # Keep-alive connections that finished one request, then start another and stall.
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            sock.setblocking(False)
+            socks.append(sock)
+        # 300 silent or half-sent connections: more than the server's whole connection limit.
+        socks += _open_idle(port, 150, b"")
+        socks += _open_idle(port, 150, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        still_open = list(socks)
+
+        def closed_now() -> int:
+            still_open[:] = [s for s in still_open if not _closed_by_server(s)]
+            return len(socks) - len(still_open)
+
+        def probe_answers() -> bool:
+            return httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+
+        # Past the pending cap the oldest idle ones are dropped (after a 1 s grace), so a probe gets
+        # through while the newest 100 are still held, long before their 15 s header timeout.
+        wait_for(probe_answers, 14, what="/healthz to answer beside the idle connections")
+        assert closed_now() >= 200
+        assert still_open, "the probe was only answered once every idle connection had timed out"
+        # The rest are closed by the header timeout (15 s), with generous slack.
+        wait_for(lambda: closed_now() == len(socks), 60, what="the idle connections to be closed")
+        assert probe_answers()
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_trickled_body_gets_408(stack: Stack, r: redis.Redis) -> None:
+    url, proc = serve_api(stack, ASKQ_API__BODY_TIMEOUT_S="2")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + TOKEN.encode() +
+                         b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"question\": ")
+            reply = b""
+            while chunk := sock.recv(65536):  # the server closes after its 408
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert b"not received within 2 s" in reply
+        assert r.llen("askq") == 0
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_long_poll_with_redis_unreachable_is_503(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}/0"),
+                                       "api": ApiSettings(tokens=[TOKEN])})
+    with TestClient(create_app(down), headers=AUTH) as client:
+        for wait in (0, 1):
+            reply = client.get("/v1/jobs/some-job/result", params={"wait": wait})
+            assert reply.status_code == 503, reply.text
+            assert reply.headers["retry-after"] == "5"

@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -15,7 +16,21 @@ from producers.client import Client
 # Module level: route annotations are resolved against module globals.
 _BEARER = HTTPBearer(auto_error=False)
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job or dead letter"}}
+class Message(BaseModel):
+    """The body of every error but a 422: what went wrong, in one sentence."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Message, "description": "no such job or dead letter"}}
+
+# What every route behind the token may answer besides its own replies (declared in the schema).
+GUARDED: dict[int | str, dict[str, Any]] = {
+    401: {"model": Message, "description": "no valid bearer token",
+          "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}},
+    503: {"model": Message, "description": "the job store (Redis) is unreachable; retry later",
+          "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}},
+}
 
 
 class Problem(BaseModel):
@@ -44,10 +59,14 @@ async def client_of(request: Request) -> Client:
 ClientDep = Annotated[Client, Depends(client_of)]
 
 
-def authorize(
+async def authorize(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 ) -> None:
-    """Let the request through only with one of `api.tokens` as its bearer token."""
+    """Let the request through only with one of `api.tokens` as its bearer token.
+
+    Async although it never awaits: a sync dependency costs every request a threadpool hop, and
+    a burst of long-polls would fill the pool the probes need.
+    """
     tokens: list[bytes] = request.app.state.tokens
     if not tokens:
         return  # only possible on a loopback address, see producers.api.check_exposure
@@ -58,6 +77,20 @@ def authorize(
 
 
 AUTH = [Depends(authorize)]
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take: `?wiat=30` must not silently mean wait=0."""
+    known: set[str] = set()
+    todo = [getattr(request.scope.get("route"), "dependant", None)]
+    while todo:  # the route's own query parameters and those of its dependencies, at any depth
+        dependant = todo.pop()
+        if dependant is not None:
+            known |= {p.alias for p in dependant.query_params}
+            todo += dependant.dependencies
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter"} for name in unknown])
 
 
 def problems_of(errors: list[Any]) -> list[Problem]:

@@ -11,11 +11,11 @@ from pydantic import BaseModel
 
 from core.deadletter import DeadLetter
 from core.job import DeadReason
-from producers.routes.common import AUTH, NOT_FOUND, ClientDep
+from producers.routes.common import AUTH, GUARDED, NOT_FOUND, ClientDep
 
 log = structlog.get_logger("askq.api")
 
-router = APIRouter(dependencies=AUTH)
+router = APIRouter(dependencies=AUTH, responses=GUARDED)
 
 
 class ReplayOutcome(BaseModel):

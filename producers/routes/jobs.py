@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import re
+from itertools import accumulate
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +19,8 @@ from config.settings import Settings
 from core.errors import InvalidJobError
 from core.job import JobRequest, JobSpec, JobView, check_limits
 from producers.client import Client
-from producers.routes.common import AUTH, BAD_INPUT, NOT_FOUND, ClientDep
+from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
+from producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
 
@@ -59,17 +61,39 @@ _SUBMIT_SCHEMA: dict[str, Any] = {
 }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes the limit (declared or streamed)."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 once it passes the limit (declared or streamed), 408 if slow."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body is {declared} bytes, limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    try:
+        # A total deadline, not per chunk: a body trickled a byte at a time must not hold the request.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+    except TimeoutError:
+        raise HTTPException(408, f"request body not received within {timeout_s:g} s",
+                            headers={"Connection": "close"}) from None
     return bytes(body)
+
+
+# A JSON string literal (escapes included), so brackets inside strings are not counted as nesting.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep the arrays and objects in a JSON text nest, found without parsing it.
+
+    json.loads recurses once per level and fails with RecursionError (a 500) near 1,000; this
+    is a regex and a translate (C speed) plus one pass over the brackets alone.
+    """
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def _refuse(field: tuple[str | int, ...], problem: str) -> RequestValidationError:
@@ -79,6 +103,10 @@ def _refuse(field: tuple[str | int, ...], problem: str) -> RequestValidationErro
 
 def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], bool]:
     """Validate a single job or a batch into specs (and whether it was a batch); a 422 names the field."""
+    limit = settings.api.max_json_depth
+    # Fewer opening brackets than the limit cannot nest deeper than it: most bodies skip the scan.
+    if raw.count(b"[") + raw.count(b"{") > limit and nesting_depth(raw) > limit:
+        raise _refuse(("body",), f"JSON nested deeper than {limit} levels")
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -104,7 +132,7 @@ def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], boo
 
 
 async def submit(request: Request, client: ClientDep) -> Any:
-    raw = await read_body(request, client.settings.api.max_body_bytes)
+    raw = await read_body(request, client.settings.api.max_body_bytes, client.settings.api.body_timeout_s)
     specs, is_batch = parse_submission(raw, client.settings)
     created = await run_in_threadpool(client.store.submit_many, specs)
     log.info("jobs_submitted", count=len(specs), created=sum(created))
@@ -118,37 +146,43 @@ def get_job(job_id: str, client: ClientDep) -> JobView:
     return client.get(job_id)
 
 
-async def long_poll(client: Client, job_id: str, wait: float) -> Any:
+async def long_poll(request: Request, client: Client, job_id: str, wait: float) -> Any:
     """The job once terminal, or a 202 with its current state when `wait` seconds pass first."""
-    deadline = time.monotonic() + wait
-    delay = 0.05
-    while True:
+    if wait > 0:
+        # One shared poller for all waiting callers (producers.waiter): no thread or Redis call each.
+        waiter: ResultWaiter = request.app.state.waiter
+        view = await waiter.wait(job_id, wait)
+    else:
         view = await run_in_threadpool(client.get, job_id)
-        if view.state.terminal:
-            return view
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return JSONResponse(status_code=202, content=view.model_dump(mode="json"))
-        # Sleeping on the event loop, not a thread: thousands of waiters cost no threads.
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.5)
+    # Serialized by pydantic-core in one step: 2,000 callers whose wait ends together are answered
+    # in one burst, and FastAPI's response_model path would validate each view again first.
+    return Response(view.model_dump_json(), status_code=200 if view.state.terminal else 202,
+                    media_type="application/json")
 
 
 def router(max_wait_s: float) -> APIRouter:
     """The job routes; `max_wait_s` bounds the long-poll wait (in validation and in the schema)."""
-    jobs = APIRouter(dependencies=AUTH)
+    jobs = APIRouter(dependencies=AUTH, responses=GUARDED)
     jobs.add_api_route(
         "/v1/jobs", submit, methods=["POST"], status_code=202, response_model=Submitted | BatchSubmitted,
-        openapi_extra=_SUBMIT_SCHEMA, responses={**BAD_INPUT, 413: {"description": "request body too large"}},
+        openapi_extra=_SUBMIT_SCHEMA,
+        responses={
+            200: {"model": Submitted, "description": "one job whose idempotency key already named a job (created "
+                  "false, its id); a batch always answers 202, with created per job"},
+            202: {"description": "enqueued"},
+            **BAD_INPUT,
+            408: {"model": Message, "description": "the body did not arrive within api.body_timeout_s"},
+            413: {"model": Message, "description": "request body over api.max_body_bytes"},
+        },
         summary="Submit one job, or a batch as {\"jobs\": [...]}",
     )
     jobs.add_api_route("/v1/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=NOT_FOUND)
 
     async def get_result(
-        job_id: str, client: ClientDep,
+        request: Request, job_id: str, client: ClientDep,
         wait: float = Query(0.0, ge=0, le=max_wait_s, description="seconds to wait"),
     ) -> Any:
-        return await long_poll(client, job_id, wait)
+        return await long_poll(request, client, job_id, wait)
 
     jobs.add_api_route(
         "/v1/jobs/{job_id}/result", get_result, methods=["GET"], response_model=JobView,

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from core.health import Health, check_health
 from core.liveness import list_workers
-from producers.routes.common import AUTH, ClientDep
+from producers.routes.common import AUTH, GUARDED, ClientDep
 
 router = APIRouter()
 
@@ -50,7 +50,7 @@ def readyz(client: ClientDep) -> Any:
 
 
 @router.get("/metrics", dependencies=AUTH, response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}, **GUARDED})
 def metrics(request: Request) -> Response:
     """Prometheus exposition, computed from Redis: the cluster's totals, whichever process serves it."""
     registry: CollectorRegistry = request.app.state.registry
