@@ -6,19 +6,22 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from config.settings import Settings, load_settings
 from core import keys
 from core.errors import InvalidJobError
-from core.job import SUBMIT_FIELDS, DeadReason, JobView
+from core.job import DeadReason, JobSpec, JobView
 from core.liveness import list_workers
 from core.stats import read_counters
-from producers.client import Client
+from producers.client import Client, batch_error, check_jobs
 from producers.report import jobs_table, providers_table
 
 console = Console(stderr=True)
@@ -28,25 +31,80 @@ def _print_view(view: JobView) -> None:
     print(view.model_dump_json(indent=2))
 
 
-def read_jobs_file(path: Path) -> list[dict[str, Any]]:
-    """Jobs from a JSONL file (one object with at least "question" per line), checked line by line."""
-    jobs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+# A jobs file is read whole and every line checked before the first job is enqueued (all or
+# nothing). The cap bounds what that holds in memory: about 5x the file's size at its peak.
+MAX_FILE_BYTES = 128 * 1024 * 1024
+
+
+def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes, or InvalidJobError in one line: missing, unreadable, a directory, too big."""
+    try:
+        with path.open("rb") as source:
+            data = source.read(limit + 1)
+    except OSError as exc:
+        raise InvalidJobError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise InvalidJobError(f"{path}: larger than the limit of {limit:,} bytes; split it into smaller files")
+    return data
+
+
+def decode_utf8(path: Path, data: bytes, note: str = "") -> str:
+    """The text of a UTF-8 file (a leading BOM allowed); else one line naming the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidJobError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte column "
+                              f"{column}); save the file as UTF-8{note}") from None
+
+
+def _no_duplicate_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        twice = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"field(s) {twice!a} given twice")
+    return fields
+
+
+def parse_jsonl(path: Path) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
+    """Line numbers and values of a JSONL file's non-blank lines, and "line N: problem" for each bad one."""
+    text = decode_utf8(path, read_file(path), note="; nothing was enqueued")
+    numbers: list[int] = []
+    items: list[Any] = []
+    problems: list[tuple[int, str]] = []
+    # split("\n"), not splitlines(): U+2028, U+0085 and friends are legal inside a JSON string.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            items.append(json.loads(line, object_pairs_hook=_no_duplicate_fields))
+            numbers.append(number)
         except ValueError as exc:
-            raise InvalidJobError(f"{path}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(item, dict) or "question" not in item:
-            raise InvalidJobError(f'{path}:{number}: expected an object with a "question" field')
-        extra = set(item) - set(SUBMIT_FIELDS)
-        if extra:
-            raise InvalidJobError(
-                f"{path}:{number}: unknown field(s) {sorted(extra)}; allowed: {sorted(SUBMIT_FIELDS)}"
-            )
-        jobs.append(item)
-    return jobs
+            problems.append((number, f"line {number}: not valid JSON ({exc})"))
+        except RecursionError:
+            problems.append((number, f"line {number}: not valid JSON (nested too deeply)"))
+    return numbers, items, problems
+
+
+def load_jobs_file(path: Path, settings: Settings | None = None,
+                   derive_key: bool = False) -> tuple[list[int], list[JobSpec]]:
+    """Every job of a JSONL file, checked whole: line numbers and specs, or one InvalidJobError that
+    names every bad line (the first MAX_LISTED, then a count) and says nothing was enqueued."""
+    numbers, items, problems = parse_jsonl(path)
+    specs, bad = check_jobs(items, numbers, settings, derive_key, from_json=True, noun="line")
+    if problems or bad:
+        raise batch_error([text for _, text in sorted(problems + bad)], "line", where=f"{path}: ")
+    return [n for n in numbers if n not in {b for b, _ in bad}], specs
+
+
+def read_jobs_file(path: Path) -> list[dict[str, Any]]:
+    """Jobs from a JSONL file (one object with at least "question" per line), every line checked."""
+    numbers, items, problems = parse_jsonl(path)
+    _, bad = check_jobs(items, numbers, from_json=True, noun="line")
+    if problems or bad:
+        raise batch_error([text for _, text in sorted(problems + bad)], "line", where=f"{path}: ")
+    return items
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
@@ -80,24 +138,46 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     metadata = parse_metadata(args.metadata)  # checked before anything connects
-    client = Client()
     if args.file:
-        jobs = read_jobs_file(Path(args.file))
-        ids: list[str] = []
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("submitting", total=len(jobs))
-            for start in range(0, len(jobs), 500):
-                ids += client.submit_many(jobs[start : start + 500], derive_key=args.derive_key)
-                progress.update(task, advance=len(jobs[start : start + 500]))
-        for job_id in ids:
-            print(job_id)
-        console.print(f"submitted {len(ids)} jobs")
-        return 0
+        given = [name for name, value in (("a question", args.question), ("--context", args.context),
+                                          ("--key", args.key), ("--metadata", args.metadata)) if value is not None]
+        if given:
+            raise InvalidJobError(f"--file takes no {', '.join(given)}: put them in the file's lines")
+        return _submit_file(Path(args.file), args.derive_key)
     if not args.question:
         raise InvalidJobError('give a question, or --file questions.jsonl')
+    client = Client()
     job_id = client.submit(args.question, context=args.context, idempotency_key=args.key,
                            metadata=metadata, derive_key=args.derive_key)
     print(job_id)
+    return 0
+
+
+def _submit_file(path: Path, derive_key: bool, chunk: int = 500) -> int:
+    """Check the whole file, then enqueue it in pipelined chunks with a progress bar."""
+    settings = load_settings()
+    numbers, specs = load_jobs_file(path, settings, derive_key)  # before anything connects
+    client = Client(settings)
+    done = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("submitting", total=len(specs))
+        try:
+            for start in range(0, len(specs), chunk):
+                client.store.submit_many(specs[start : start + chunk])
+                for spec in specs[start : start + chunk]:
+                    print(spec.id)
+                done = min(start + chunk, len(specs))
+                progress.update(task, completed=done)
+        except redis.RedisError as exc:
+            # A fault between chunks: say exactly what is known to be in, and how to go on.
+            sys.stdout.flush()
+            last = f"line {numbers[done - 1]}" if done else "none"
+            raise InvalidJobError(
+                f"{path}: Redis failed after {done} of {len(specs)} jobs were enqueued (through {last}; "
+                f"their ids are on stdout) and the next {min(chunk, len(specs) - done)} may or may not be: "
+                f"{type(exc).__name__}: {exc}. Submit again with --derive-key (or an idempotency_key per line) "
+                "to add only what is missing") from None
+    console.print(f"submitted {len(specs)} jobs")
     return 0
 
 
@@ -110,9 +190,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     client = Client()
     ids = list(args.job_ids)
     if args.file:
-        source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115 - closed below
-        with source:
-            ids += [line.strip() for line in source if line.strip()]
+        data = sys.stdin.buffer.read() if args.file == "-" else read_file(Path(args.file))
+        ids += [line.strip() for line in decode_utf8(Path(args.file), data).split("\n") if line.strip()]
     if not ids:
         raise InvalidJobError("give job ids, or --file FILE (one id per line; - for stdin)")
     if len(ids) == 1:

@@ -1,0 +1,246 @@
+"""Submission from every way in (Client, submit_many, HTTP API, HttpClient): a hostile or careless
+caller gets one clear InvalidJobError / 422 naming the field and what was expected, and nothing
+is enqueued, not even part of a batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from askq.stack import Stack
+from config.settings import ApiSettings, Settings
+from core import keys
+from core.errors import InvalidJobError
+from core.redisserver import free_port
+from producers.api import create_app
+from producers.client import Client
+from producers.httpclient import HttpClient
+from tests.conftest import wait_for
+
+TOKEN = "submission-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+# (keyword arguments to submit, the field the error must name, what the error must say)
+BAD_SUBMITS: list[tuple[dict[str, Any], str, str]] = [
+    ({"question": b"hi"}, "question", "expected a string, got bytes"),
+    ({"question": None}, "question", "expected a string, got null"),
+    ({"question": 42}, "question", "expected a string, got a number"),
+    ({"question": ["hi"]}, "question", "expected a string, got a list"),
+    ({"question": "   \n\t"}, "question", "blank"),
+    ({"question": "a\x00b"}, "question", "NUL character"),
+    ({"question": "a\ud800b"}, "question", "not valid UTF-8"),
+    ({"question": "hi", "context": "abc"}, "context", "expected a valid list of strings, got a string"),
+    ({"question": "hi", "context": b"abc"}, "context", "got bytes"),
+    ({"question": "hi", "context": {"doc": "x"}}, "context", "got an object"),
+    ({"question": "hi", "context": 7}, "context", "got a number"),
+    ({"question": "hi", "context": ["ok", 5]}, "context.1", "expected a string, got a number"),
+    ({"question": "hi", "context": [b"doc"]}, "context.0", "got bytes"),
+    ({"question": "hi", "context": [None]}, "context.0", "got null"),
+    ({"question": "hi", "context": ["fine", "x\udcff"]}, "context.1", "not valid UTF-8"),
+    ({"question": "hi", "context": ["nul\x00"]}, "context.0", "NUL character"),
+    ({"question": "hi", "idempotency_key": 5}, "idempotency_key", "expected a string, got a number"),
+    ({"question": "hi", "idempotency_key": b"k"}, "idempotency_key", "got bytes"),
+    ({"question": "hi", "idempotency_key": ["k"]}, "idempotency_key", "got a list"),
+    ({"question": "hi", "idempotency_key": "k" * 257}, "idempotency_key", "at most 256"),
+    ({"question": "hi", "idempotency_key": ""}, "idempotency_key", "at least 1"),
+    ({"question": "hi", "idempotency_key": "  "}, "idempotency_key", "blank"),
+    ({"question": "hi", "idempotency_key": "a\nb"}, "idempotency_key", "control character"),
+    ({"question": "hi", "idempotency_key": "k\ud800"}, "idempotency_key", "not valid UTF-8"),
+    ({"question": "hi", "metadata": "team=billing"}, "metadata", "expected an object, got a string"),
+    ({"question": "hi", "metadata": [("team", "billing")]}, "metadata", "got a list"),
+    ({"question": "hi", "metadata": {"n": float("nan")}}, "metadata.n", "finite"),
+    ({"question": "hi", "metadata": {"n": float("-inf")}}, "metadata.n", "finite"),
+    ({"question": "hi", "metadata": {"n": 2**63}}, "metadata.n", "64-bit"),
+    ({"question": "hi", "metadata": {"n": -(2**63) - 1}}, "metadata.n", "64-bit"),
+    ({"question": "hi", "metadata": {"n": 10**5000}}, "metadata.n", "64-bit"),
+    ({"question": "hi", "metadata": {"n": {"nested": 1}}}, "metadata.n", "got an object"),
+    ({"question": "hi", "metadata": {"n": [1, 2]}}, "metadata.n", "got a list"),
+    ({"question": "hi", "metadata": {"n": b"x"}}, "metadata.n", "got bytes"),
+    ({"question": "hi", "metadata": {"n": "a\ud800"}}, "metadata.n", "not valid UTF-8"),
+    ({"question": "hi", "metadata": {"n": "nul\x00"}}, "metadata.n", "NUL character"),
+    ({"question": "hi", "metadata": {"n": "x" * 2049}}, "metadata.n", "at most 2048"),
+    ({"question": "hi", "metadata": {1: "x"}}, "metadata", "key 1: expected a string, got a number"),
+    ({"question": "hi", "metadata": {"k\ud800": "x"}}, "metadata", "not valid UTF-8"),
+    ({"question": "hi", "metadata": {"k\x1b[31m": "x"}}, "metadata", "control character"),
+    ({"question": "hi", "metadata": {"": "x"}}, "metadata", "empty"),
+    ({"question": "hi", "metadata": {"k" * 129: 1}}, "metadata", "at most 128"),
+    ({"question": "hi", "metadata": {f"k{i}": i for i in range(65)}}, "metadata", "65 keys, at most 64"),
+]
+
+
+def _ids(case: tuple[dict[str, Any], str, str]) -> str:
+    return ascii(case[2])
+
+
+def nothing_enqueued(r: redis.Redis, settings: Settings) -> bool:
+    return r.llen(settings.queue) == 0 and r.zcard(keys.PENDING) == 0 and r.dbsize() == 0
+
+
+@pytest.mark.parametrize(("kwargs", "field", "problem"), BAD_SUBMITS, ids=[_ids(c) for c in BAD_SUBMITS])
+def test_client_submit_refuses_bad_fields_naming_the_field_and_what_it_expected(
+    settings: Settings, r: redis.Redis, kwargs: dict[str, Any], field: str, problem: str
+) -> None:
+    client = Client(settings)
+    with pytest.raises(InvalidJobError) as refused:
+        client.submit(**kwargs)
+    message = str(refused.value)
+    assert message.startswith(f"{field}: ") and problem in message, message
+    message.encode("utf-8")  # printable and sendable: never the bad text itself
+    # The same refusal with derive_key (the key is derived only from a valid job).
+    with pytest.raises(InvalidJobError, match=field.split(".")[0]):
+        client.submit(**kwargs, derive_key=True)
+    assert nothing_enqueued(r, settings)
+    client.close()
+
+
+def test_the_values_at_the_limits_are_accepted_and_stored_as_given(settings: Settings, r: redis.Redis) -> None:
+    client = Client(settings)
+    metadata = {"big": 2**63 - 1, "small": -(2**63), "f": 1.5e308, "yes": True, "none": None,
+                "s": "é" * 2048, "k" * 128: "x", **{f"n{i}": i for i in range(57)}}
+    assert len(metadata) == 64
+    context = ("a tuple of documents", "", "tabs\tand\nnewlines\r\n", "emoji 🦆 and 中文", "esc \x1b[31m")
+    job_id = client.submit("Is \U0001f986 here?\n", context=context, idempotency_key="k" * 256, metadata=metadata)
+    stored = json.loads(r.hget(keys.job(job_id), "payload") or "{}")
+    assert stored["context"] == list(context)
+    assert stored["metadata"] == metadata and stored["metadata"]["yes"] is True
+    assert stored["idempotency_key"] == "k" * 256
+    client.close()
+
+
+def test_submit_many_checks_every_job_lists_each_bad_one_and_enqueues_nothing(
+    settings: Settings, r: redis.Redis
+) -> None:
+    client = Client(settings)
+    jobs: list[Any] = [{"question": f"Where is order {i}?"} for i in range(700)]
+    jobs[600] = {"question": "hi", "context": "abc"}
+    jobs[650] = {"question": ""}
+    jobs[651] = {"question": "hi", "colour": "red"}
+    jobs[699] = "just a question"
+    with pytest.raises(InvalidJobError) as refused:
+        client.submit_many(jobs)
+    message = str(refused.value)
+    assert "4 bad jobs, nothing was enqueued" in message
+    for expected in ("job 600: context: expected a valid list of strings", "job 650: question:",
+                     "job 651: unknown field(s) ['colour']", "job 699: expected an object"):
+        assert expected in message, message
+    assert nothing_enqueued(r, settings)
+    # Over the cap, the list is cut and says how many more there are.
+    with pytest.raises(InvalidJobError, match=r"30 bad jobs, nothing was enqueued(.|\n)*and 10 more"):
+        client.submit_many([{"question": ""}] * 30)
+    for not_a_list in ("abc", {"question": "hi"}, None, 5):
+        with pytest.raises(InvalidJobError, match="expected a list of jobs"):
+            client.submit_many(not_a_list)  # type: ignore[arg-type]
+    assert nothing_enqueued(r, settings)
+    client.close()
+
+
+def test_one_idempotency_key_for_two_different_jobs_in_a_batch_is_refused(
+    settings: Settings, r: redis.Redis
+) -> None:
+    client = Client(settings)
+    with pytest.raises(InvalidJobError, match="job 2: idempotency_key: also given to job 0 with a different"):
+        client.submit_many([{"question": "Where is order 1?", "idempotency_key": "order-1"},
+                            {"question": "Where is order 2?", "idempotency_key": "order-2"},
+                            {"question": "Where is order 3?", "idempotency_key": "order-1"}])
+    assert nothing_enqueued(r, settings)
+    # The same job twice under one key is one job, as across separate submissions.
+    ids = client.submit_many([{"question": "Where is order 1?", "idempotency_key": "order-1"},
+                              {"question": "Where is order 1?", "idempotency_key": "order-1"}])
+    assert ids[0] == ids[1] and r.llen(settings.queue) == 1
+    # derive_key: a repeated question is the point (answered once), whatever its metadata.
+    ids = client.submit_many([{"question": "Do you ship?", "metadata": {"n": 1}},
+                              {"question": "Do you ship?", "metadata": {"n": 2}}], derive_key=True)
+    assert ids[0] == ids[1] and r.llen(settings.queue) == 2
+    client.close()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    api_settings = settings.model_copy(update={"api": ApiSettings(tokens=[TOKEN])})
+    with TestClient(create_app(api_settings), headers=AUTH) as client:
+        yield client
+
+
+API_BODIES: list[tuple[str, str, str]] = [
+    ('{"question": "a\\ud800b"}', "question", "not valid UTF-8"),
+    ('{"question": "hi", "context": ["\\udcff"]}', "context.0", "not valid UTF-8"),
+    ('{"question": "hi", "metadata": {"k\\ud800": 1}}', "metadata", "not valid UTF-8"),
+    ('{"question": "hi", "metadata": {"k": "\\ud800"}}', "metadata.k", "not valid UTF-8"),
+    ('{"question": "hi", "idempotency_key": "\\ud800"}', "idempotency_key", "not valid UTF-8"),
+    ('{"question": "hi", "metadata": {"n": NaN}}', "metadata.n", "finite"),
+    ('{"question": "hi", "metadata": {"n": Infinity}}', "metadata.n", "finite"),
+    ('{"question": "hi", "metadata": {"n": 99999999999999999999}}', "metadata.n", "64-bit"),
+    ('{"question": "hi", "metadata": {"n": {"deep": [1]}}}', "metadata.n", "got an object"),
+    ('{"question": " "}', "question", "blank"),
+    ('{"question": "a\\u0000"}', "question", "NUL character"),
+    ('{"question": "hi", "idempotency_key": 5}', "idempotency_key", "expected a string, got a number"),
+    ('{"question": "hi", "idempotency_key": "a\\u001b"}', "idempotency_key", "control character"),
+    ('{"jobs": [{"question": "a", "idempotency_key": "k"}, {"question": "b", "idempotency_key": "k"}]}',
+     "jobs.1.idempotency_key", "also given to jobs.0 with a different"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "problem"), API_BODIES, ids=[c[2] + " " + c[1] for c in API_BODIES])
+def test_the_api_refuses_the_same_bad_fields_with_a_422(
+    api: TestClient, r: redis.Redis, settings: Settings, body: str, field: str, problem: str
+) -> None:
+    reply = api.post("/v1/jobs", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert reply.status_code == 422, reply.text
+    detail = reply.json()["detail"]
+    assert any(d["field"] == field and problem in d["problem"] for d in detail), detail
+    assert nothing_enqueued(r, settings)
+
+
+@pytest.fixture
+def api_url(stack: Stack) -> Iterator[str]:
+    """`askq api` as a real uvicorn process on a free port."""
+    port = free_port()
+    proc = stack.start_service("api", ["api", "--host", "127.0.0.1", "--port", str(port)],
+                               ASKQ_API__TOKENS=json.dumps([TOKEN]))
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 60, what="askq api to answer")
+    yield url
+    proc.terminate()
+    proc.wait(15)
+
+
+def test_http_client_refuses_what_the_broker_client_refuses(
+    api_url: str, r: redis.Redis, settings: Settings
+) -> None:
+    http = HttpClient(api_url, token=TOKEN)
+    wrong = []
+    for kwargs, field, problem in BAD_SUBMITS:
+        for derive_key in (False, True):
+            try:
+                http.submit(**kwargs, derive_key=derive_key)
+            except InvalidJobError as exc:
+                if not (str(exc).startswith(field) and problem in str(exc)):
+                    wrong.append((field, problem, str(exc)))
+            except Exception as exc:
+                wrong.append((field, problem, f"{type(exc).__name__}: {exc}"))
+            else:
+                wrong.append((field, problem, "accepted"))
+    assert wrong == []
+    with pytest.raises(InvalidJobError, match="job 1: context: expected a valid list of strings"):
+        http.submit_many([{"question": "fine"}, {"question": "hi", "context": "abc"}])
+    with pytest.raises(InvalidJobError, match="expected a list of jobs"):
+        http.submit_many("abc")  # type: ignore[arg-type]
+    assert nothing_enqueued(r, settings)
+    # The limits are the server's: it still refuses what only it knows.
+    with pytest.raises(InvalidJobError, match="question: 8001 characters, limit is 8000"):
+        http.submit("x" * 8001)
+    assert nothing_enqueued(r, settings)
+    http.close()
