@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
-import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -89,8 +89,13 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
+# Unicode's control characters (category Cc): C0, DEL and C1.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _control_index(text: str) -> int | None:
-    return next((i for i, ch in enumerate(text) if unicodedata.category(ch) == "Cc"), None)
+    found = _CONTROL.search(text)
+    return found.start() if found else None
 
 
 def _text(value: Any) -> str:
@@ -138,17 +143,16 @@ def _metadata_key(key: Any) -> str | None:
         except ValueError:  # an int too long to print
             shown = "(not shown)"
         return f"key {shown}: expected a string, got {kind_of(key)}"
-    shown = ascii(key[:40]) + ("..." if len(key) > 40 else "")
     if not key:
         return "a key is empty"
-    if len(key) > METADATA_MAX_KEY_CHARS:
-        return f"key {shown}: {len(key)} characters, at most {METADATA_MAX_KEY_CHARS}"
     problem = _text_problem(key)
-    if problem:
-        return f"key {shown}: {problem}"
     index = _control_index(key)
-    if index is not None:
-        return f"key {shown}: contains a control character (U+{ord(key[index]):04X} at index {index})"
+    if len(key) > METADATA_MAX_KEY_CHARS:
+        problem = f"{len(key)} characters, at most {METADATA_MAX_KEY_CHARS}"
+    elif index is not None and not problem:
+        problem = f"contains a control character (U+{ord(key[index]):04X} at index {index})"
+    if problem:
+        return f"key {key[:40]!a}{'...' if len(key) > 40 else ''}: {problem}"
     return None
 
 
@@ -230,8 +234,12 @@ class JobSpec(JobRequest):
     def of(cls, request: JobRequest, idempotency_key: str | None = None) -> JobSpec:
         """A new job for a checked request; idempotency_key (e.g. a derived one) overrides its own."""
         key = idempotency_key or request.idempotency_key
+        if key is not None and key != request.idempotency_key:
+            key = parse_request({"question": "-", "idempotency_key": key}).idempotency_key
         job_id = job_id_for(key) if key else uuid.uuid4().hex
-        return parse_spec(request.model_dump() | {"idempotency_key": key, "id": job_id, "created": time.time()})
+        # Built without validating again: every field comes from a checked request or from here.
+        return cls.model_construct(question=request.question, context=request.context, idempotency_key=key,
+                                   metadata=request.metadata, id=job_id, created=time.time())
 
 
 class TokenUsage(BaseModel):
