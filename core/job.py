@@ -158,6 +158,8 @@ def _metadata_key(key: Any) -> str | None:
 
 def _metadata(value: Any) -> Any:
     """An object of at most METADATA_MAX_KEYS printable keys; its values are checked one by one."""
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        value = dict(value)
     if not isinstance(value, dict):
         raise _refuse(f"expected an object, got {kind_of(value)}")
     if len(value) > METADATA_MAX_KEYS:

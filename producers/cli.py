@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from rich.table import Table
 
 from config.settings import Settings, load_settings
 from core import keys
-from core.errors import InvalidJobError
+from core.errors import AskqError, InvalidJobError
 from core.job import DeadReason, JobSpec, JobView
 from core.liveness import list_workers
 from core.stats import read_counters
@@ -32,19 +34,21 @@ def _print_view(view: JobView) -> None:
 
 
 # A jobs file is read whole and every line checked before the first job is enqueued (all or
-# nothing). The cap bounds what that holds in memory: about 5x the file's size at its peak.
-MAX_FILE_BYTES = 128 * 1024 * 1024
+# nothing). The caps bound what that holds in memory: measured peaks are about 2.5 KiB per job
+# plus 3.5x the file's size, so ~300 MiB at either cap.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILE_JOBS = 100_000
 
 
-def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+def read_file(path: Path, limit: int = MAX_FILE_BYTES, note: str = "") -> bytes:
     """A file's bytes, or InvalidJobError in one line: missing, unreadable, a directory, too big."""
     try:
         with path.open("rb") as source:
             data = source.read(limit + 1)
     except OSError as exc:
-        raise InvalidJobError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise InvalidJobError(f"{path}: cannot read it ({exc.strerror or exc}){note}") from None
     if len(data) > limit:
-        raise InvalidJobError(f"{path}: larger than the limit of {limit:,} bytes; split it into smaller files")
+        raise InvalidJobError(f"{path}: larger than the limit of {limit:,} bytes; split it into smaller files{note}")
     return data
 
 
@@ -67,16 +71,20 @@ def _no_duplicate_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return fields
 
 
-def parse_jsonl(path: Path) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
+def parse_jsonl(path: Path, max_jobs: int = MAX_FILE_JOBS) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
     """Line numbers and values of a JSONL file's non-blank lines, and "line N: problem" for each bad one."""
-    text = decode_utf8(path, read_file(path), note="; nothing was enqueued")
+    nothing = "; nothing was enqueued"
+    text = decode_utf8(path, read_file(path, note=nothing), note=nothing)
+    # split("\n"), not splitlines(): U+2028, U+0085 and friends are legal inside a JSON string.
+    lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if len(lines) > max_jobs:
+        raise InvalidJobError(f"{path}: {len(lines):,} jobs, the limit is {max_jobs:,} per file; split it into "
+                              f"smaller files{nothing}")
+    del text
     numbers: list[int] = []
     items: list[Any] = []
     problems: list[tuple[int, str]] = []
-    # split("\n"), not splitlines(): U+2028, U+0085 and friends are legal inside a JSON string.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         try:
             items.append(json.loads(line, object_pairs_hook=_no_duplicate_fields))
             numbers.append(number)
@@ -154,31 +162,37 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _submit_file(path: Path, derive_key: bool, chunk: int = 500) -> int:
-    """Check the whole file, then enqueue it in pipelined chunks with a progress bar."""
+    """Check the whole file, then enqueue it in pipelined chunks, printing each chunk's ids once it is in."""
     settings = load_settings()
     numbers, specs = load_jobs_file(path, settings, derive_key)  # before anything connects
     client = Client(settings)
     done = 0
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("submitting", total=len(specs))
         try:
             for start in range(0, len(specs), chunk):
                 client.store.submit_many(specs[start : start + chunk])
-                for spec in specs[start : start + chunk]:
-                    print(spec.id)
                 done = min(start + chunk, len(specs))
+                print("\n".join(spec.id for spec in specs[start:done]), flush=True)
                 progress.update(task, completed=done)
         except redis.RedisError as exc:
-            # A fault between chunks: say exactly what is known to be in, and how to go on.
-            sys.stdout.flush()
-            last = f"line {numbers[done - 1]}" if done else "none"
-            raise InvalidJobError(
-                f"{path}: Redis failed after {done} of {len(specs)} jobs were enqueued (through {last}; "
-                f"their ids are on stdout) and the next {min(chunk, len(specs) - done)} may or may not be: "
-                f"{type(exc).__name__}: {exc}. Submit again with --derive-key (or an idempotency_key per line) "
-                "to add only what is missing") from None
+            raise AskqError(_stopped(path, numbers, specs, done, chunk, exc)) from None
     console.print(f"submitted {len(specs)} jobs")
     return 0
+
+
+def _stopped(path: Path, numbers: list[int], specs: list[JobSpec], done: int, chunk: int, exc: Exception) -> str:
+    """What is known to be in after Redis failed mid-file, and how to go on without running a job twice."""
+    through = f"through line {numbers[done - 1]}; their ids are on stdout" if done else "none yet"
+    in_flight = min(chunk, len(specs) - done)
+    if all(spec.idempotency_key for spec in specs):
+        advice = "Submit the same file again: the jobs already in keep their ids and are not enqueued twice"
+    else:
+        which = f"the lines after line {numbers[done - 1]}" if done else "the file"
+        advice = (f"Submit {which} again; up to {in_flight} of those jobs may then run twice (with --derive-key "
+                  "or idempotency keys, resubmitting the whole file is safe)")
+    return (f"{path}: Redis failed after {done} of {len(specs)} jobs were enqueued ({through}); the next "
+            f"{in_flight} may be in too: {type(exc).__name__}: {exc}. {advice}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -206,7 +220,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def _wait_many(client: Client, ids: list[str], timeout: float) -> dict[str, JobView]:
     """Poll many jobs with a progress bar until all are terminal or the timeout passes."""
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("waiting", total=len(ids))
         return client.wait_many(ids, timeout, lambda done: progress.update(task, completed=done))
 
@@ -289,6 +303,20 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command whose Redis failures are one line (exit 2), not a traceback: it is the environment's fault."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except redis.RedisError as exc:
+            # redis-py names host and port in its messages, never the password.
+            raise AskqError(f"Redis failed: {type(exc).__name__}: {exc}") from None
+
+    return run
+
+
 def register(sub: Any) -> None:
     """Add the producer and operator commands to the askq argument parser."""
     p = sub.add_parser("submit", help="enqueue a question (or a JSONL file of them)")
@@ -299,17 +327,17 @@ def register(sub: Any) -> None:
     p.add_argument("--derive-key", action="store_true", help="derive the idempotency key from the content")
     p.add_argument("--metadata", metavar="JSON",
                    help='JSON object of metadata, e.g. \'{"team": "billing"}\'')
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=_redis_errors(cmd_submit))
 
     p = sub.add_parser("status", help="show a job")
     p.add_argument("job_id")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_redis_errors(cmd_status))
 
     p = sub.add_parser("wait", help="wait for jobs to finish and show them (a progress bar for many)")
     p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     p.add_argument("--file", help="file of job ids, one per line (- for stdin), e.g. the output of submit --file")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(func=cmd_wait)
+    p.set_defaults(func=_redis_errors(cmd_wait))
 
     p = sub.add_parser("dlq", help="dead-letter queue: list, show, replay, purge")
     dsub = p.add_subparsers(dest="dlq_command", required=True)
@@ -331,12 +359,12 @@ def register(sub: Any) -> None:
     q.add_argument("--reason", choices=reasons, metavar="REASON",
                    help=f"purge only dead letters with this reason ({one_of})")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=cmd_dlq)
+    p.set_defaults(func=_redis_errors(cmd_dlq))
 
     p = sub.add_parser("stats", help="counters: attempts, retries, fallbacks, breaker, cache")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=_redis_errors(cmd_stats))
 
     p = sub.add_parser("workers", help="every worker with its heartbeat age and state")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_workers)
+    p.set_defaults(func=_redis_errors(cmd_workers))

@@ -17,7 +17,8 @@ from config.settings import Settings
 from core import keys
 from core.errors import InvalidJobError
 from core.job import SUBMIT_FIELDS
-from producers.cli import read_file, read_jobs_file
+from core.redisserver import EmbeddedRedis, free_port
+from producers.cli import parse_jsonl, read_file, read_jobs_file
 from producers.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,8 +237,10 @@ def test_a_file_that_is_not_utf8_gets_one_line_and_exit_2(
 def test_a_missing_or_unreadable_file_gets_one_line_and_exit_2(stack: Stack, tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     for argv, expected in [
-        (["submit", "--file", str(missing)], f"askq: error: {missing}: cannot read it (No such file or directory)"),
-        (["submit", "--file", str(tmp_path)], f"askq: error: {tmp_path}: cannot read it (Is a directory)"),
+        (["submit", "--file", str(missing)],
+         f"askq: error: {missing}: cannot read it (No such file or directory); nothing was enqueued"),
+        (["submit", "--file", str(tmp_path)],
+         f"askq: error: {tmp_path}: cannot read it (Is a directory); nothing was enqueued"),
         (["wait", "--file", str(missing)], f"askq: error: {missing}: cannot read it (No such file or directory)"),
     ]:
         out = _askq(stack.env(), *argv)
@@ -250,12 +253,15 @@ def test_a_missing_or_unreadable_file_gets_one_line_and_exit_2(stack: Stack, tmp
                                        "save the file as UTF-8"]
 
 
-def test_a_file_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+def test_a_file_over_the_size_or_job_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
-    path.write_text('{"question": "hi"}\n' * 100)
+    path.write_text('{"question": "hi"}\n\n' * 100)
     assert read_file(path, limit=2000) == path.read_bytes()
     with pytest.raises(InvalidJobError, match="larger than the limit of 1,000 bytes; split it into smaller files"):
         read_file(path, limit=1000)
+    assert len(parse_jsonl(path, max_jobs=100)[1]) == 100  # blank lines are not jobs
+    with pytest.raises(InvalidJobError, match="100 jobs, the limit is 99 per file; split it into smaller files"):
+        parse_jsonl(path, max_jobs=99)
 
 
 def test_an_argument_that_is_not_utf8_is_refused_naming_the_field(
@@ -276,3 +282,46 @@ def test_file_refuses_question_and_options_it_would_ignore(capsys: pytest.Captur
     code, _, err = run_main(["submit", "hi", "--file", "jobs.jsonl", "--metadata", "{}"], capsys)
     assert code == 2
     assert err.strip() == "askq: error: --file takes no a question, --metadata: put them in the file's lines"
+
+
+def test_redis_failing_mid_file_says_what_is_in_and_a_resubmission_adds_only_the_rest(tmp_path: Path) -> None:
+    """A real fault between chunks: a Redis whose memory fills up after the first 500 jobs."""
+    with EmbeddedRedis(tmp_path / "redis", appendonly=False) as server:
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        # ~17 KB per job (hash + message): 500 fit in 12 MiB more, 1,000 do not.
+        r.config_set("maxmemory", int(r.info("memory")["used_memory"]) + 12 * 2**20)
+        path = tmp_path / "jobs.jsonl"
+        path.write_text("".join(json.dumps({"question": f"{i} " + "x" * 7000}) + "\n" for i in range(1500)))
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "ASKQ_VAR_DIR": str(tmp_path),
+               "ASKQ_REDIS_URL": server.url}
+        out = _askq(env, "submit", "--file", str(path), "--derive-key")
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert len(out.stderr.splitlines()) == 1, out.stderr
+        line = out.stderr.strip()
+        assert line.startswith(f"askq: error: {path}: Redis failed after 500 of 1500 jobs were enqueued "
+                               "(through line 500; their ids are on stdout); the next 500 may be in too: "
+                               "ResponseError: "), line
+        assert "OOM" in line and line.endswith("Submit the same file again: the jobs already in keep their ids "
+                                               "and are not enqueued twice")
+        ids = out.stdout.split()
+        assert len(ids) == 500
+        assert [json.loads(r.hget(keys.job(i), "payload") or "{}")["question"].split()[0] for i in ids] == [
+            str(n) for n in range(500)]
+        # Resubmitting the same file once Redis has room adds only what was missing.
+        r.config_set("maxmemory", 0)
+        again = _askq(env, "submit", "--file", str(path), "--derive-key")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split()[:500] == ids
+        assert r.llen("askq") == 1500 == r.zcard(keys.PENDING)
+        r.close()
+
+
+def test_redis_unreachable_is_one_line_for_every_producer_command(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "ASKQ_VAR_DIR": str(tmp_path),
+           "ASKQ_REDIS_URL": f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"}
+    for argv in (["submit", "hi"], ["status", "x"], ["wait", "x"], ["dlq", "list"], ["stats"], ["workers"]):
+        out = _askq(env, *argv)
+        assert out.returncode == 2, (argv, out.stderr)
+        [line] = out.stderr.splitlines()
+        assert line.startswith("askq: error: Redis failed: ConnectionError: Error 111 connecting to 127.0.0.1:"), line
+        assert "s3cret" not in line
