@@ -20,10 +20,10 @@ from rich.table import Table
 from config.settings import Settings, load_settings
 from core import keys
 from core.errors import AskqError, InvalidJobError
-from core.job import DeadReason, JobSpec, JobView
+from core.job import DeadReason, JobSpec, JobView, request_data
 from core.liveness import list_workers
 from core.stats import read_counters
-from producers.client import Client, batch_error, check_jobs
+from producers.client import Client, batch_error, check_jobs, prepare_job
 from producers.report import jobs_table, providers_table
 
 console = Console(stderr=True)
@@ -71,6 +71,14 @@ def _no_duplicate_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return fields
 
 
+def load_json(text: str) -> Any:
+    """JSON as a job's fields: ValueError also for a field given twice or nesting too deep to parse."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_fields)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_jsonl(path: Path, max_jobs: int = MAX_FILE_JOBS) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
     """Line numbers and values of a JSONL file's non-blank lines, and "line N: problem" for each bad one."""
     nothing = "; nothing was enqueued"
@@ -86,12 +94,10 @@ def parse_jsonl(path: Path, max_jobs: int = MAX_FILE_JOBS) -> tuple[list[int], l
     problems: list[tuple[int, str]] = []
     for number, line in lines:
         try:
-            items.append(json.loads(line, object_pairs_hook=_no_duplicate_fields))
+            items.append(load_json(line))
             numbers.append(number)
         except ValueError as exc:
             problems.append((number, f"line {number}: not valid JSON ({exc})"))
-        except RecursionError:
-            problems.append((number, f"line {number}: not valid JSON (nested too deeply)"))
     return numbers, items, problems
 
 
@@ -135,7 +141,7 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError as exc:
         raise InvalidJobError(f"--metadata: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -154,10 +160,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_file(Path(args.file), args.derive_key)
     if not args.question:
         raise InvalidJobError('give a question, or --file questions.jsonl')
-    client = Client()
-    job_id = client.submit(args.question, context=args.context, idempotency_key=args.key,
-                           metadata=metadata, derive_key=args.derive_key)
-    print(job_id)
+    settings = load_settings()
+    # Checked whole before anything connects (or starts the embedded Redis).
+    spec = prepare_job(request_data(args.question, args.context, args.key, metadata), settings, args.derive_key)
+    Client(settings).store.submit(spec)
+    print(spec.id)
     return 0
 
 

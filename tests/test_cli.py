@@ -41,6 +41,8 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         ("[1, 2]", "--metadata: expected a JSON object such as '{\"team\": \"billing\"}', got an array"),
         ('"billing"', "got a string"),
         ("7", "got a number"),
+        ("[" * 100_000, "--metadata: not valid JSON (nested too deeply)"),
+        ('{"team": "a", "team": "b"}', "--metadata: not valid JSON (field(s) ['team'] given twice)"),
     ],
 )
 def test_submit_refuses_bad_metadata_with_one_clear_line(
@@ -50,6 +52,13 @@ def test_submit_refuses_bad_metadata_with_one_clear_line(
     assert code == 2
     assert err.startswith("askq: error: --metadata: ") and problem in err, err
     assert "Traceback" not in err and out == ""
+
+
+def test_metadata_values_are_checked_as_on_every_other_way_in(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["submit", "hi", "--metadata", '{"n": NaN, "deep": {"a": 1}}'], capsys)
+    assert code == 2 and out == ""
+    assert err == ("askq: error: metadata.n: must be a finite number, got nan; "
+                   "metadata.deep: expected a string, number, boolean or null, got an object\n")
 
 
 def test_bad_metadata_from_a_real_shell_is_one_line_and_exit_2(tmp_path: Path) -> None:
