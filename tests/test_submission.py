@@ -12,15 +12,20 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from askq.stack import Stack
 from config.settings import ApiSettings, Settings
-from core import keys
+from core import keys, message
 from core.errors import InvalidJobError
+from core.job import parse_spec, payload_text
 from core.redisserver import free_port
 from producers.api import create_app
-from producers.client import Client
+from producers.client import Client, prepare_job
 from producers.httpclient import HttpClient
+from producers.routes.jobs import parse_submission
 from tests.conftest import wait_for
 
 TOKEN = "submission-token"
@@ -244,3 +249,67 @@ def test_http_client_refuses_what_the_broker_client_refuses(
         http.submit("x" * 8001)
     assert nothing_enqueued(r, settings)
     http.close()
+
+
+# Hostile values for any field: text with surrogates and control characters, bytes, huge and
+# non-finite numbers, nesting, and the wrong container types.
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63 - 2, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.binary(max_size=8),
+    st.text(st.characters(codec=None, exclude_categories=()), max_size=12),
+    st.sampled_from(["", " ", "\x00", "\ud800", "a\udcff", "\x1b[2J", "\u2028", "k" * 256, "k" * 257]),
+)
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.one_of(st.text(max_size=5), st.sampled_from(["\ud800", "", "\x07"]), st.integers()), inner, max_size=3),
+    max_leaves=6)
+_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+_GOOD = {
+    "question": _TEXT.filter(str.strip),
+    "context": st.lists(_TEXT, max_size=4),
+    "idempotency_key": st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1,
+                               max_size=256).filter(str.strip),
+    "metadata": st.dictionaries(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1, max_size=10),
+        st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False,
+                  allow_infinity=False), _TEXT), max_size=5),
+}
+_HOSTILE = st.one_of(_VALUES, st.lists(_SCALARS, max_size=3),
+                     st.dictionaries(st.one_of(_TEXT, _SCALARS), _SCALARS, max_size=3))
+# A good job with up to two fields made hostile (or dropped), so both outcomes are explored.
+_JOBS = st.builds(
+    lambda good, bad, dropped: {k: v for k, v in (good | bad).items() if k not in dropped},
+    st.fixed_dictionaries({"question": _GOOD["question"]},
+                          optional={k: v for k, v in _GOOD.items() if k != "question"}),
+    st.dictionaries(st.sampled_from(sorted(_GOOD)), _HOSTILE, max_size=2),
+    st.sets(st.sampled_from(sorted(_GOOD)), max_size=1),
+)
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@hyp_settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(job=_JOBS, derive_key=st.booleans())
+def test_any_input_is_refused_cleanly_or_becomes_a_job_a_worker_reads_back_identically(
+    job: dict[str, Any], derive_key: bool
+) -> None:
+    limits = Settings(redis_url="redis://127.0.0.1:1/0")
+    try:
+        spec = prepare_job(job, limits, derive_key)
+    except InvalidJobError as exc:
+        str(exc).encode("utf-8")  # printable, sendable in a 422, loggable
+        return
+    payload = spec.model_dump(mode="json")
+    # As an HTTP client encodes a provider request (and the API its replies): raw UTF-8, no NaN.
+    json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    text = payload_text(payload)
+    assert parse_spec(_strict_json(text)) == spec  # what the worker parses is what was submitted
+    _strict_json(message.build("askq", payload, dispatch=1))
+    # The API takes exactly what the Python client takes (where a Python None means "not given").
+    given_fields = {k: v for k, v in job.items() if v is not None}
+    specs, _ = parse_submission(json.dumps(given_fields).encode(), limits)
+    assert specs[0].model_dump(exclude={"id", "created"}) == spec.model_dump(exclude={"id", "created"}) or derive_key
