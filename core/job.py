@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from core.errors import InvalidJobError, describe_validation
@@ -48,7 +49,8 @@ class DeadReason(StrEnum):
 METADATA_MAX_KEYS = 64
 METADATA_MAX_KEY_CHARS = 128
 METADATA_MAX_VALUE_CHARS = 2048
-# Metadata integers must fit in 64 bits, so every JSON reader (and Lua's) reads the same number.
+# Metadata numbers stay within a signed 64-bit integer's range, so every JSON reader (and Lua's)
+# reads the same number, and the schema can say so.
 _INT_LIMIT = 2**63
 
 
@@ -172,22 +174,45 @@ def _metadata(value: Any) -> Any:
 
 
 def _metadata_value(value: Any) -> Any:
-    """A flat value: a short string, a finite number, an integer in 64 bits, a boolean or null."""
+    """A flat value: a short string, a finite number in a 64-bit integer's range, a boolean or null."""
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        if not -_INT_LIMIT <= value < _INT_LIMIT:
-            raise _refuse("integer out of range: it must be a signed 64-bit integer (-2**63 to 2**63-1)")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _refuse(f"must be a finite number, got {value}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _refuse(f"must be a finite number, got {value}")
+    if isinstance(value, int | float):
+        if not -_INT_LIMIT <= value <= _INT_LIMIT - 1:
+            raise _refuse("number out of range: it must lie in a signed 64-bit integer's range (-2**63 to 2**63-1)")
         return value
     if isinstance(value, str):
         if len(value) > METADATA_MAX_VALUE_CHARS:
             raise _refuse(f"{len(value)} characters, at most {METADATA_MAX_VALUE_CHARS}")
         return _text(value)
     raise _refuse(f"expected a string, number, boolean or null, got {kind_of(value)}")
+
+
+# The same rules as JSON Schema patterns (ECMA-262), so /openapi.json describes what is accepted.
+# Whitespace is what Python's str.isspace() calls whitespace; control characters are category Cc.
+_WHITESPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+               "\\u205f\\u3000")
+_NUL = "\\u0000"
+_CONTROLS = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def _not_blank_without(excluded: str) -> str:
+    return f"^[^{excluded}]*[^{excluded}{_WHITESPACE}][^{excluded}]*$"
+
+
+_TEXT_SCHEMA: JsonDict = {"type": "string", "pattern": f"^[^{_NUL}]*$"}
+_METADATA_SCHEMA: JsonDict = {
+    "maxProperties": METADATA_MAX_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": METADATA_MAX_KEY_CHARS, "pattern": f"^[^{_CONTROLS}]*$"},
+    "additionalProperties": {"anyOf": [
+        _TEXT_SCHEMA | {"maxLength": METADATA_MAX_VALUE_CHARS},
+        {"type": "number", "minimum": -_INT_LIMIT, "maximum": _INT_LIMIT - 1},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]},
+}
 
 
 Text = Annotated[str, BeforeValidator(_text)]
@@ -203,10 +228,14 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: Annotated[str, BeforeValidator(_question)] = Field(min_length=1)
-    context: Annotated[list[Text], BeforeValidator(_context)] = Field(default_factory=list)
-    idempotency_key: Annotated[str | None, BeforeValidator(_key)] = Field(None, min_length=1, max_length=256)
-    metadata: Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)] = Field(default_factory=dict)
+    question: Annotated[str, BeforeValidator(_question)] = Field(
+        min_length=1, json_schema_extra={"pattern": _not_blank_without(_NUL)})
+    context: Annotated[list[Text], BeforeValidator(_context)] = Field(
+        default_factory=list, json_schema_extra={"items": _TEXT_SCHEMA})
+    idempotency_key: Annotated[str | None, BeforeValidator(_key)] = Field(
+        None, min_length=1, max_length=256, json_schema_extra={"pattern": _not_blank_without(_CONTROLS)})
+    metadata: Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)] = Field(
+        default_factory=dict, json_schema_extra=_METADATA_SCHEMA)
 
 
 # The one list of fields a producer may give (client, CLI file, HTTP API all check against it).
