@@ -81,7 +81,8 @@ def _refuse(problem: str) -> PydanticCustomError:
 def _text_problem(text: str) -> str | None:
     """Why text cannot be stored and sent to a provider as UTF-8, or None. Never quotes the text."""
     try:
-        text.encode("utf-8")
+        if not text.isascii():  # a flag on the string: ASCII text needs no encoding to know
+            text.encode("utf-8")
     except UnicodeEncodeError as exc:
         # A lone surrogate (e.g. from bytes decoded with surrogateescape, or a JSON "\ud800").
         return (f"not valid UTF-8 text: {exc.reason} (U+{ord(text[exc.start]):04X} at index {exc.start})")
@@ -142,7 +143,7 @@ def _metadata_key(key: Any) -> str | None:
     if not isinstance(key, str):
         try:
             shown = ascii(key)[:40]
-        except ValueError:  # an int too long to print
+        except Exception:  # an int too long to print, or a hostile __repr__
             shown = "(not shown)"
         return f"key {shown}: expected a string, got {kind_of(key)}"
     if not key:
