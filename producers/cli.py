@@ -101,24 +101,26 @@ def parse_jsonl(path: Path, max_jobs: int = MAX_FILE_JOBS) -> tuple[list[int], l
     return numbers, items, problems
 
 
-def load_jobs_file(path: Path, settings: Settings | None = None,
-                   derive_key: bool = False) -> tuple[list[int], list[JobSpec]]:
-    """Every job of a JSONL file, checked whole: line numbers and specs, or one InvalidJobError that
-    names every bad line (the first MAX_LISTED, then a count) and says nothing was enqueued."""
+def _check_file(path: Path, settings: Settings | None, derive_key: bool) -> tuple[list[int], list[Any], list[JobSpec]]:
+    """Line numbers, parsed lines and specs of a JSONL file, or one InvalidJobError naming every bad line."""
     numbers, items, problems = parse_jsonl(path)
     specs, bad = check_jobs(items, numbers, settings, derive_key, from_json=True, noun="line")
     if problems or bad:
         raise batch_error([text for _, text in sorted(problems + bad)], "line", where=f"{path}: ")
-    return [n for n in numbers if n not in {b for b, _ in bad}], specs
+    return numbers, items, specs
+
+
+def load_jobs_file(path: Path, settings: Settings | None = None,
+                   derive_key: bool = False) -> tuple[list[int], list[JobSpec]]:
+    """Every job of a JSONL file, checked whole: line numbers and specs, or one InvalidJobError that
+    names every bad line (the first MAX_LISTED, then a count) and says nothing was enqueued."""
+    numbers, _, specs = _check_file(path, settings, derive_key)
+    return numbers, specs
 
 
 def read_jobs_file(path: Path) -> list[dict[str, Any]]:
     """Jobs from a JSONL file (one object with at least "question" per line), every line checked."""
-    numbers, items, problems = parse_jsonl(path)
-    _, bad = check_jobs(items, numbers, from_json=True, noun="line")
-    if problems or bad:
-        raise batch_error([text for _, text in sorted(problems + bad)], "line", where=f"{path}: ")
-    return items
+    return _check_file(path, None, False)[1]
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
@@ -208,13 +210,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    client = Client()
     ids = list(args.job_ids)
     if args.file:
-        data = sys.stdin.buffer.read() if args.file == "-" else read_file(Path(args.file))
+        if args.file == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise InvalidJobError(f"stdin: larger than the limit of {MAX_FILE_BYTES:,} bytes")
+        else:
+            data = read_file(Path(args.file))
         ids += [line.strip() for line in decode_utf8(Path(args.file), data).split("\n") if line.strip()]
     if not ids:
         raise InvalidJobError("give job ids, or --file FILE (one id per line; - for stdin)")
+    client = Client()
     if len(ids) == 1:
         view = client.wait(ids[0], timeout=args.timeout)
         _print_view(view)
