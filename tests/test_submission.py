@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from core.errors import InvalidJobError
 from core.job import parse_spec, payload_text
 from core.redisserver import free_port
 from producers.api import create_app
+from producers.cli import load_jobs_file
 from producers.client import Client, prepare_job
 from producers.httpclient import HttpClient
 from producers.routes.jobs import parse_submission
@@ -102,8 +104,32 @@ def test_client_submit_refuses_bad_fields_naming_the_field_and_what_it_expected(
     # The same refusal with derive_key (the key is derived only from a valid job).
     with pytest.raises(InvalidJobError, match=field.split(".")[0]):
         client.submit(**kwargs, derive_key=True)
+    # The same job as one of a batch, after a good one: named by its position, nothing enqueued.
+    with pytest.raises(InvalidJobError) as in_batch:
+        client.submit_many([{"question": "Where is my order?"}, kwargs])
+    assert str(in_batch.value).startswith(f"1 bad job, nothing was enqueued: job 1: {field}: ")
+    assert problem in str(in_batch.value)
     assert nothing_enqueued(r, settings)
     client.close()
+
+
+@pytest.mark.parametrize(("kwargs", "field", "problem"), BAD_SUBMITS, ids=[_ids(c) for c in BAD_SUBMITS])
+def test_a_jobs_file_line_is_refused_as_the_client_refuses_it(
+    tmp_path: Path, kwargs: dict[str, Any], field: str, problem: str
+) -> None:
+    try:
+        line = json.dumps(kwargs)
+    except (TypeError, ValueError):
+        pytest.skip("no JSON spelling (bytes, or an integer too long to print)")
+    if any(not isinstance(k, str) for k in kwargs.get("metadata") or ()):
+        pytest.skip("JSON object keys are always strings")
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(json.dumps({"question": "Where is my order?"}) + "\n" + line + "\n")
+    with pytest.raises(InvalidJobError) as refused:
+        load_jobs_file(path, Settings(redis_url="redis://127.0.0.1:1/0"))
+    message = str(refused.value)
+    assert message.startswith(f"{path}: 1 bad line, nothing was enqueued: line 2: {field}: "), message
+    assert problem in message
 
 
 def test_the_values_at_the_limits_are_accepted_and_stored_as_given(settings: Settings, r: redis.Redis) -> None:
@@ -188,6 +214,8 @@ API_BODIES: list[tuple[str, str, str]] = [
     ('{"question": "a\\u0000"}', "question", "NUL character"),
     ('{"question": "hi", "idempotency_key": 5}', "idempotency_key", "expected a string, got a number"),
     ('{"question": "hi", "idempotency_key": "a\\u001b"}', "idempotency_key", "control character"),
+    ('{"question": "hi", "idempotency_key": "' + "k" * 257 + '"}', "idempotency_key", "at most 256"),
+    ('{"question": "hi", "context": "abc"}', "context", "expected a valid list of strings, got a string"),
     ('{"jobs": [{"question": "a", "idempotency_key": "k"}, {"question": "b", "idempotency_key": "k"}]}',
      "jobs.1.idempotency_key", "also given to jobs.0 with a different"),
 ]
@@ -202,6 +230,12 @@ def test_the_api_refuses_the_same_bad_fields_with_a_422(
     detail = reply.json()["detail"]
     assert any(d["field"] == field and problem in d["problem"] for d in detail), detail
     assert nothing_enqueued(r, settings)
+
+
+def test_the_api_takes_a_key_at_the_length_limit(api: TestClient, r: redis.Redis) -> None:
+    reply = api.post("/v1/jobs", json={"question": "hi", "idempotency_key": "k" * 256})
+    assert reply.status_code == 202, reply.text
+    assert json.loads(r.hget(keys.job(reply.json()["id"]), "payload") or "{}")["idempotency_key"] == "k" * 256
 
 
 @pytest.fixture
