@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from core.errors import InvalidJobError, describe_validation
 
@@ -42,15 +47,199 @@ class DeadReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+# The contract's own limits on metadata (the question and context limits are settings): it
+# labels a job, so it stays small beside the text it labels.
+METADATA_MAX_KEYS = 64
+METADATA_MAX_KEY_CHARS = 128
+METADATA_MAX_VALUE_CHARS = 2048
+# Metadata numbers stay within a signed 64-bit integer's range, so every JSON reader (and Lua's)
+# reads the same number, and the schema can say so.
+_INT_LIMIT = 2**63
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, in the words of JSON (Python callers see bytes called bytes)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "bytes"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    return type(value).__name__
+
+
+def _refuse(problem: str) -> PydanticCustomError:
+    # A custom error keeps pydantic's "Value error, " prefix out of the message a caller reads.
+    return PydanticCustomError("askq_invalid", problem)
+
+
+def _text_problem(text: str) -> str | None:
+    """Why text cannot be stored and sent to a provider as UTF-8, or None. Never quotes the text."""
+    try:
+        if not text.isascii():  # a flag on the string: ASCII text needs no encoding to know
+            text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (e.g. from bytes decoded with surrogateescape, or a JSON "\ud800").
+        return (f"not valid UTF-8 text: {exc.reason} (U+{ord(text[exc.start]):04X} at index {exc.start})")
+    if "\x00" in text:
+        # Never meaningful in text; the usual sign of binary data or a mis-decoded file.
+        return f"contains a NUL character (at index {text.index(chr(0))})"
+    return None
+
+
+# Unicode's control characters (category Cc): C0, DEL and C1.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _control_index(text: str) -> int | None:
+    found = _CONTROL.search(text)
+    return found.start() if found else None
+
+
+def _text(value: Any) -> str:
+    """A string that encodes as UTF-8 and holds no NUL (question, context document)."""
+    if not isinstance(value, str):
+        raise _refuse(f"expected a string, got {kind_of(value)}")
+    problem = _text_problem(value)
+    if problem:
+        raise _refuse(problem)
+    return value
+
+
+def _question(value: Any) -> str:
+    text = _text(value)
+    if text and not text.strip():
+        raise _refuse("must not be blank (it is only whitespace)")
+    return text
+
+
+def _key(value: Any) -> Any:
+    """An idempotency key: printable text, since it names the job (None passes: no key)."""
+    if value is None:
+        return None
+    text = _question(value)
+    index = _control_index(text)
+    if index is not None:
+        raise _refuse(f"contains a control character (U+{ord(text[index]):04X} at index {index})")
+    return text
+
+
+def _context(value: Any) -> Any:
+    """A list (or tuple) of documents; a lone string would otherwise be split into characters."""
+    if isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, list):
+        raise _refuse(f"expected a valid list of strings, got {kind_of(value)}")
+    return value
+
+
+def _metadata_key(key: Any) -> str | None:
+    """Why a metadata key is refused, or None. Keys are shown with ascii() only: they may be hostile."""
+    if not isinstance(key, str):
+        try:
+            shown = ascii(key)[:40]
+        except Exception:  # an int too long to print, or a hostile __repr__
+            shown = "(not shown)"
+        return f"key {shown}: expected a string, got {kind_of(key)}"
+    if not key:
+        return "a key is empty"
+    problem = _text_problem(key)
+    index = _control_index(key)
+    if len(key) > METADATA_MAX_KEY_CHARS:
+        problem = f"{len(key)} characters, at most {METADATA_MAX_KEY_CHARS}"
+    elif index is not None and not problem:
+        problem = f"contains a control character (U+{ord(key[index]):04X} at index {index})"
+    if problem:
+        return f"key {key[:40]!a}{'...' if len(key) > 40 else ''}: {problem}"
+    return None
+
+
+def _metadata(value: Any) -> Any:
+    """An object of at most METADATA_MAX_KEYS printable keys; its values are checked one by one."""
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        value = dict(value)
+    if not isinstance(value, dict):
+        raise _refuse(f"expected an object, got {kind_of(value)}")
+    if len(value) > METADATA_MAX_KEYS:
+        raise _refuse(f"{len(value)} keys, at most {METADATA_MAX_KEYS}")
+    for key in value:
+        problem = _metadata_key(key)
+        if problem:
+            raise _refuse(problem)
+    return value
+
+
+def _metadata_value(value: Any) -> Any:
+    """A flat value: a short string, a finite number in a 64-bit integer's range, a boolean or null."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _refuse(f"must be a finite number, got {value}")
+    if isinstance(value, int | float):
+        if not -_INT_LIMIT <= value <= _INT_LIMIT - 1:
+            raise _refuse("number out of range: it must lie in a signed 64-bit integer's range (-2**63 to 2**63-1)")
+        return value
+    if isinstance(value, str):
+        if len(value) > METADATA_MAX_VALUE_CHARS:
+            raise _refuse(f"{len(value)} characters, at most {METADATA_MAX_VALUE_CHARS}")
+        return _text(value)
+    raise _refuse(f"expected a string, number, boolean or null, got {kind_of(value)}")
+
+
+# The same rules as JSON Schema patterns (ECMA-262), so /openapi.json describes what is accepted.
+# Whitespace is what Python's str.isspace() calls whitespace; control characters are category Cc.
+_WHITESPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
+               "\\u205f\\u3000")
+_NUL = "\\u0000"
+_CONTROLS = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def _not_blank_without(excluded: str) -> str:
+    return f"^[^{excluded}]*[^{excluded}{_WHITESPACE}][^{excluded}]*$"
+
+
+_TEXT_SCHEMA: JsonDict = {"type": "string", "pattern": f"^[^{_NUL}]*$"}
+_METADATA_SCHEMA: JsonDict = {
+    "maxProperties": METADATA_MAX_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": METADATA_MAX_KEY_CHARS, "pattern": f"^[^{_CONTROLS}]*$"},
+    "additionalProperties": {"anyOf": [
+        _TEXT_SCHEMA | {"maxLength": METADATA_MAX_VALUE_CHARS},
+        {"type": "number", "minimum": -_INT_LIMIT, "maximum": _INT_LIMIT - 1},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]},
+}
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+MetadataValue = Annotated[str | int | float | bool | None, BeforeValidator(_metadata_value)]
+
+
 class JobRequest(BaseModel):
-    """What a producer submits: the question and what goes with it, before askq gives it an id."""
+    """What a producer submits: the question and what goes with it, before askq gives it an id.
+
+    Every field is checked for its type first (no coercion: bytes are not a string, a string is
+    not a list of documents), then for text that cannot travel as UTF-8.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1)
-    context: list[str] = Field(default_factory=list)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
-    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    question: Annotated[str, BeforeValidator(_question)] = Field(
+        min_length=1, json_schema_extra={"pattern": _not_blank_without(_NUL)})
+    context: Annotated[list[Text], BeforeValidator(_context)] = Field(
+        default_factory=list, json_schema_extra={"items": _TEXT_SCHEMA})
+    idempotency_key: Annotated[str | None, BeforeValidator(_key)] = Field(
+        None, min_length=1, max_length=256, json_schema_extra={"pattern": _not_blank_without(_CONTROLS)})
+    metadata: Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)] = Field(
+        default_factory=dict, json_schema_extra=_METADATA_SCHEMA)
 
 
 # The one list of fields a producer may give (client, CLI file, HTTP API all check against it).
@@ -68,22 +257,24 @@ class JobSpec(JobRequest):
     @classmethod
     def new(
         cls,
-        question: str,
-        context: list[str] | None = None,
-        idempotency_key: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        question: Any,
+        context: Any = None,
+        idempotency_key: Any = None,
+        metadata: Any = None,
     ) -> JobSpec:
-        job_id = job_id_for(idempotency_key) if idempotency_key else uuid.uuid4().hex
-        return parse_spec(
-            {
-                "id": job_id,
-                "question": question,
-                "context": context or [],
-                "idempotency_key": idempotency_key,
-                "metadata": metadata or {},
-                "created": time.time(),
-            }
-        )
+        """A new job from what a producer gave (None: no context, key or metadata)."""
+        return cls.of(parse_request(request_data(question, context, idempotency_key, metadata)))
+
+    @classmethod
+    def of(cls, request: JobRequest, idempotency_key: str | None = None) -> JobSpec:
+        """A new job for a checked request; idempotency_key (e.g. a derived one) overrides its own."""
+        key = idempotency_key or request.idempotency_key
+        if key is not None and key != request.idempotency_key:
+            key = parse_request({"question": "-", "idempotency_key": key}).idempotency_key
+        job_id = job_id_for(key) if key else uuid.uuid4().hex
+        # Built without validating again: every field comes from a checked request or from here.
+        return cls.model_construct(question=request.question, context=request.context, idempotency_key=key,
+                                   metadata=request.metadata, id=job_id, created=time.time())
 
 
 class TokenUsage(BaseModel):
@@ -138,6 +329,21 @@ def job_id_for(idempotency_key: str) -> str:
     return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key).hex
 
 
+def request_data(question: Any, context: Any = None, idempotency_key: Any = None,
+                 metadata: Any = None) -> dict[str, Any]:
+    """A request as a dict, from a Python caller's arguments (None means none given)."""
+    return {"question": question, "context": [] if context is None else context,
+            "idempotency_key": idempotency_key, "metadata": {} if metadata is None else metadata}
+
+
+def parse_request(data: Any) -> JobRequest:
+    """Validate what a producer submits, raising InvalidJobError that names each bad field."""
+    try:
+        return JobRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJobError(describe_validation(exc)) from None
+
+
 def parse_spec(data: Any) -> JobSpec:
     """Validate a payload, raising InvalidJobError that names each bad field and its problem."""
     try:
@@ -146,7 +352,22 @@ def parse_spec(data: Any) -> JobSpec:
         raise InvalidJobError(describe_validation(exc)) from None
 
 
-def check_limits(spec: JobSpec, max_question_chars: int, max_docs: int, max_context_chars: int) -> None:
+def key_conflicts(requests: Sequence[JobRequest]) -> list[tuple[int, int]]:
+    """(first, other) positions of jobs in one batch that share an idempotency key but not their
+    question and context: one of them would be silently dropped, so a batch with such a pair is refused.
+    The same job twice under one key is no conflict (it is one job, as across two submissions)."""
+    seen: dict[str, tuple[int, JobRequest]] = {}
+    found = []
+    for position, request in enumerate(requests):
+        if request.idempotency_key is None:
+            continue
+        first = seen.setdefault(request.idempotency_key, (position, request))
+        if first[0] != position and (first[1].question, first[1].context) != (request.question, request.context):
+            found.append((first[0], position))
+    return found
+
+
+def check_limits(spec: JobRequest, max_question_chars: int, max_docs: int, max_context_chars: int) -> None:
     """Refuse oversized jobs with a message that says which limit was passed."""
     if len(spec.question) > max_question_chars:
         raise InvalidJobError(f"question: {len(spec.question)} characters, limit is {max_question_chars}")

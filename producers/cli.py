@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from config.settings import Settings, load_settings
 from core import keys
-from core.errors import InvalidJobError
-from core.job import SUBMIT_FIELDS, DeadReason, JobView
+from core.errors import AskqError, InvalidJobError
+from core.job import DeadReason, JobSpec, JobView, request_data
 from core.liveness import list_workers
 from core.stats import read_counters
-from producers.client import Client
+from producers.client import Client, batch_error, check_jobs, prepare_job
 from producers.report import jobs_table, providers_table
 
 console = Console(stderr=True)
@@ -29,25 +34,94 @@ def _print_view(view: JobView) -> None:
     print(view.model_dump_json(indent=2))
 
 
-def read_jobs_file(path: Path) -> list[dict[str, Any]]:
-    """Jobs from a JSONL file (one object with at least "question" per line), checked line by line."""
-    jobs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+# A jobs file is read whole and every line checked before the first job is enqueued (all or
+# nothing). The caps bound what that holds in memory: measured peaks are about 2.5 KiB per job
+# plus 3.5x the file's size, so ~300 MiB at either cap.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_FILE_JOBS = 100_000
+
+
+def read_file(path: Path, limit: int = MAX_FILE_BYTES, note: str = "") -> bytes:
+    """A file's bytes, or InvalidJobError in one line: missing, unreadable, a directory, too big."""
+    try:
+        with path.open("rb") as source:
+            data = source.read(limit + 1)
+    except OSError as exc:
+        raise InvalidJobError(f"{path}: cannot read it ({exc.strerror or exc}){note}") from None
+    if len(data) > limit:
+        raise InvalidJobError(f"{path}: larger than the limit of {limit:,} bytes; split it into smaller files{note}")
+    return data
+
+
+def decode_utf8(path: Path, data: bytes, note: str = "") -> str:
+    """The text of a UTF-8 file (a leading BOM allowed); else one line naming the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidJobError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte column "
+                              f"{column}); save the file as UTF-8{note}") from None
+
+
+def _no_duplicate_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        twice = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise ValueError(f"field(s) {twice!a} given twice")
+    return fields
+
+
+def load_json(text: str) -> Any:
+    """JSON as a job's fields: ValueError also for a field given twice or nesting too deep to parse."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_fields)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def parse_jsonl(path: Path, max_jobs: int = MAX_FILE_JOBS) -> tuple[list[int], list[Any], list[tuple[int, str]]]:
+    """Line numbers and values of a JSONL file's non-blank lines, and "line N: problem" for each bad one."""
+    nothing = "; nothing was enqueued"
+    text = decode_utf8(path, read_file(path, note=nothing), note=nothing)
+    # split("\n"), not splitlines(): U+2028, U+0085 and friends are legal inside a JSON string.
+    lines = [(number, line) for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if len(lines) > max_jobs:
+        raise InvalidJobError(f"{path}: {len(lines):,} jobs, the limit is {max_jobs:,} per file; split it into "
+                              f"smaller files{nothing}")
+    del text
+    numbers: list[int] = []
+    items: list[Any] = []
+    problems: list[tuple[int, str]] = []
+    for number, line in lines:
         try:
-            item = json.loads(line)
+            items.append(load_json(line))
+            numbers.append(number)
         except ValueError as exc:
-            raise InvalidJobError(f"{path}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(item, dict) or "question" not in item:
-            raise InvalidJobError(f'{path}:{number}: expected an object with a "question" field')
-        extra = set(item) - set(SUBMIT_FIELDS)
-        if extra:
-            raise InvalidJobError(
-                f"{path}:{number}: unknown field(s) {sorted(extra)}; allowed: {sorted(SUBMIT_FIELDS)}"
-            )
-        jobs.append(item)
-    return jobs
+            problems.append((number, f"line {number}: not valid JSON ({exc})"))
+    return numbers, items, problems
+
+
+def _check_file(path: Path, settings: Settings | None, derive_key: bool) -> tuple[list[int], list[Any], list[JobSpec]]:
+    """Line numbers, parsed lines and specs of a JSONL file, or one InvalidJobError naming every bad line."""
+    numbers, items, problems = parse_jsonl(path)
+    specs, bad = check_jobs(items, numbers, settings, derive_key, from_json=True, noun="line")
+    if problems or bad:
+        raise batch_error([text for _, text in sorted(problems + bad)], "line", where=f"{path}: ")
+    return numbers, items, specs
+
+
+def load_jobs_file(path: Path, settings: Settings | None = None,
+                   derive_key: bool = False) -> tuple[list[int], list[JobSpec]]:
+    """Every job of a JSONL file, checked whole: line numbers and specs, or one InvalidJobError that
+    names every bad line (the first MAX_LISTED, then a count) and says nothing was enqueued."""
+    numbers, _, specs = _check_file(path, settings, derive_key)
+    return numbers, specs
+
+
+def read_jobs_file(path: Path) -> list[dict[str, Any]]:
+    """Jobs from a JSONL file (one object with at least "question" per line), every line checked."""
+    return _check_file(path, None, False)[1]
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
@@ -70,7 +144,7 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError as exc:
         raise InvalidJobError(f"--metadata: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -81,25 +155,54 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     metadata = parse_metadata(args.metadata)  # checked before anything connects
-    client = Client()
     if args.file:
-        jobs = read_jobs_file(Path(args.file))
-        ids: list[str] = []
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("submitting", total=len(jobs))
-            for start in range(0, len(jobs), 500):
-                ids += client.submit_many(jobs[start : start + 500], derive_key=args.derive_key)
-                progress.update(task, advance=len(jobs[start : start + 500]))
-        for job_id in ids:
-            print(job_id)
-        console.print(f"submitted {len(ids)} jobs")
-        return 0
+        given = [name for name, value in (("a question", args.question), ("--context", args.context),
+                                          ("--key", args.key), ("--metadata", args.metadata)) if value is not None]
+        if given:
+            raise InvalidJobError(f"--file takes no {', '.join(given)}: put them in the file's lines")
+        return _submit_file(Path(args.file), args.derive_key)
     if not args.question:
         raise InvalidJobError('give a question, or --file questions.jsonl')
-    job_id = client.submit(args.question, context=args.context, idempotency_key=args.key,
-                           metadata=metadata, derive_key=args.derive_key)
-    print(job_id)
+    settings = load_settings()
+    # Checked whole before anything connects (or starts the embedded Redis).
+    spec = prepare_job(request_data(args.question, args.context, args.key, metadata), settings, args.derive_key)
+    Client(settings).store.submit(spec)
+    print(spec.id)
     return 0
+
+
+def _submit_file(path: Path, derive_key: bool, chunk: int = 500) -> int:
+    """Check the whole file, then enqueue it in pipelined chunks, printing each chunk's ids once it is in."""
+    settings = load_settings()
+    numbers, specs = load_jobs_file(path, settings, derive_key)  # before anything connects
+    client = Client(settings)
+    done = 0
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("submitting", total=len(specs))
+        try:
+            for start in range(0, len(specs), chunk):
+                client.store.submit_many(specs[start : start + chunk])
+                done = min(start + chunk, len(specs))
+                print("\n".join(spec.id for spec in specs[start:done]), flush=True)
+                progress.update(task, completed=done)
+        except redis.RedisError as exc:
+            raise AskqError(_stopped(path, numbers, specs, done, chunk, exc)) from None
+    console.print(f"submitted {len(specs)} jobs")
+    return 0
+
+
+def _stopped(path: Path, numbers: list[int], specs: list[JobSpec], done: int, chunk: int, exc: Exception) -> str:
+    """What is known to be in after Redis failed mid-file, and how to go on without running a job twice."""
+    through = f"through line {numbers[done - 1]}; their ids are on stdout" if done else "none yet"
+    in_flight = min(chunk, len(specs) - done)
+    if all(spec.idempotency_key for spec in specs):
+        advice = "Submit the same file again: the jobs already in keep their ids and are not enqueued twice"
+    else:
+        which = f"the lines after line {numbers[done - 1]}" if done else "the file"
+        advice = (f"Submit {which} again; up to {in_flight} of those jobs may then run twice (with --derive-key "
+                  "or idempotency keys, resubmitting the whole file is safe)")
+    return (f"{path}: Redis failed after {done} of {len(specs)} jobs were enqueued ({through}); the next "
+            f"{in_flight} may be in too: {type(exc).__name__}: {exc}. {advice}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -108,14 +211,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    client = Client()
     ids = list(args.job_ids)
     if args.file:
-        source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115 - closed below
-        with source:
-            ids += [line.strip() for line in source if line.strip()]
+        if args.file == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise InvalidJobError(f"stdin: larger than the limit of {MAX_FILE_BYTES:,} bytes")
+        else:
+            data = read_file(Path(args.file))
+        ids += [line.strip() for line in decode_utf8(Path(args.file), data).split("\n") if line.strip()]
     if not ids:
         raise InvalidJobError("give job ids, or --file FILE (one id per line; - for stdin)")
+    client = Client()
     if len(ids) == 1:
         view = client.wait(ids[0], timeout=args.timeout)
         _print_view(view)
@@ -128,7 +235,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def _wait_many(client: Client, ids: list[str], timeout: float) -> dict[str, JobView]:
     """Poll many jobs with a progress bar until all are terminal or the timeout passes."""
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("waiting", total=len(ids))
         return client.wait_many(ids, timeout, lambda done: progress.update(task, completed=done))
 
@@ -220,6 +327,20 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command whose Redis failures are one line (exit 2), not a traceback: it is the environment's fault."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except redis.RedisError as exc:
+            # redis-py names host and port in its messages, never the password.
+            raise AskqError(f"Redis failed: {type(exc).__name__}: {exc}") from None
+
+    return run
+
+
 def register(sub: Any) -> None:
     """Add the producer and operator commands to the askq argument parser."""
     p = sub.add_parser("submit", help="enqueue a question (or a JSONL file of them)")
@@ -230,17 +351,17 @@ def register(sub: Any) -> None:
     p.add_argument("--derive-key", action="store_true", help="derive the idempotency key from the content")
     p.add_argument("--metadata", metavar="JSON",
                    help='JSON object of metadata, e.g. \'{"team": "billing"}\'')
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=_redis_errors(cmd_submit))
 
     p = sub.add_parser("status", help="show a job")
     p.add_argument("job_id")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_redis_errors(cmd_status))
 
     p = sub.add_parser("wait", help="wait for jobs to finish and show them (a progress bar for many)")
     p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
     p.add_argument("--file", help="file of job ids, one per line (- for stdin), e.g. the output of submit --file")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(func=cmd_wait)
+    p.set_defaults(func=_redis_errors(cmd_wait))
 
     p = sub.add_parser("dlq", help="dead-letter queue: list, show, replay, purge")
     dsub = p.add_subparsers(dest="dlq_command", required=True)
@@ -263,12 +384,12 @@ def register(sub: Any) -> None:
     q.add_argument("--reason", choices=reasons, metavar="REASON",
                    help=f"purge only dead letters with this reason ({one_of})")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(func=cmd_dlq)
+    p.set_defaults(func=_redis_errors(cmd_dlq))
 
     p = sub.add_parser("stats", help="counters: attempts, retries, fallbacks, breaker, cache")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=_redis_errors(cmd_stats))
 
     p = sub.add_parser("workers", help="every worker with its heartbeat age and state")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_workers)
+    p.set_defaults(func=_redis_errors(cmd_workers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -14,7 +14,17 @@ from config.settings import Settings, load_settings
 from core.connection import connect
 from core.deadletter import DeadLetter, DeadLetterQueue
 from core.errors import InvalidJobError
-from core.job import SUBMIT_FIELDS, DeadReason, JobSpec, JobView
+from core.job import (
+    SUBMIT_FIELDS,
+    DeadReason,
+    JobSpec,
+    JobView,
+    check_limits,
+    key_conflicts,
+    kind_of,
+    parse_request,
+    request_data,
+)
 from core.store import JobStore
 
 
@@ -32,6 +42,75 @@ def idempotency_key_for(
         return derive_idempotency_key(question, context or ())
     return idempotency_key
 
+
+# A refused batch lists this many bad jobs, then says how many more there are.
+MAX_LISTED = 20
+
+
+def prepare_job(job: Any, settings: Settings | None = None, derive_key: bool = False,
+                from_json: bool = False) -> JobSpec:
+    """One job (a dict of SUBMIT_FIELDS) checked whole and given its id; InvalidJobError names each problem.
+
+    A Python caller's None means "not given"; a JSON line's null (from_json) is refused as the
+    API refuses it. The limits are checked when settings are given (the HTTP client leaves them
+    to the server, which knows its own).
+    """
+    if not isinstance(job, Mapping):
+        raise InvalidJobError(f'expected an object (dict) with a "question", got {kind_of(job)}')
+    extra = set(job) - set(SUBMIT_FIELDS)
+    if extra:
+        raise InvalidJobError(
+            f"unknown field(s) {sorted(extra, key=str)!a}; allowed: {sorted(SUBMIT_FIELDS)}"
+        )
+    # A Python None (but not a JSON null) is the field left out, as in submit()'s keywords.
+    request = parse_request(job if from_json else {k: v for k, v in job.items() if v is not None or k == "question"})
+    key = idempotency_key_for(request.question, request.context, request.idempotency_key, derive_key)
+    spec = JobSpec.of(request, key)
+    if settings is not None:
+        check_limits(spec, settings.max_question_chars, settings.max_context_docs, settings.max_context_chars)
+    return spec
+
+
+def prepare_jobs(jobs: Any, settings: Settings | None = None, derive_key: bool = False) -> list[JobSpec]:
+    """Every job checked before any is enqueued; one InvalidJobError lists each bad one by position."""
+    if isinstance(jobs, str | bytes | Mapping) or not isinstance(jobs, Iterable):
+        raise InvalidJobError(f"expected a list of jobs (dicts with a question), got {kind_of(jobs)}")
+    items = list(jobs)
+    specs, problems = check_jobs(items, range(len(items)), settings, derive_key)
+    if problems:
+        raise batch_error([text for _, text in problems])
+    return specs
+
+
+def check_jobs(items: Sequence[Any], numbers: Sequence[int], settings: Settings | None = None,
+               derive_key: bool = False, from_json: bool = False, noun: str = "job"
+               ) -> tuple[list[JobSpec], list[tuple[int, str]]]:
+    """The specs of the good jobs, and (number, "NOUN NUMBER: problem") for each bad one, in order.
+
+    A batch that gives one idempotency key to two different jobs is refused too (key_conflicts).
+    """
+    specs: list[JobSpec] = []
+    good: list[int] = []
+    problems: list[tuple[int, str]] = []
+    for item, number in zip(items, numbers, strict=True):
+        try:
+            specs.append(prepare_job(item, settings, derive_key, from_json))
+            good.append(number)
+        except InvalidJobError as exc:
+            problems.append((number, f"{noun} {number}: {exc}"))
+    for first, other in key_conflicts(specs):
+        problems.append((good[other], f"{noun} {good[other]}: idempotency_key: also given to {noun} {good[first]} "
+                                      "with a different question or context"))
+    return specs, sorted(problems)
+
+
+def batch_error(problems: Sequence[str], noun: str = "job", where: str = "") -> InvalidJobError:
+    """One error for a refused batch: a single line for one problem, else a capped list."""
+    if len(problems) == 1:
+        return InvalidJobError(f"{where}1 bad {noun}, nothing was enqueued: {problems[0]}")
+    listed = "".join(f"\n  {p}" for p in problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return InvalidJobError(f"{where}{len(problems)} bad {noun}s, nothing was enqueued:{listed}{more}")
 
 
 class Client:
@@ -52,8 +131,7 @@ class Client:
         derive_key: bool = False,
     ) -> JobSpec:
         """Validate a job without submitting it (InvalidJobError names the bad field)."""
-        key = idempotency_key_for(question, context, idempotency_key, derive_key)
-        return JobSpec.new(question, list(context or []), key, metadata)
+        return prepare_job(request_data(question, context, idempotency_key, metadata), self.settings, derive_key)
 
     def submit(
         self,
@@ -71,16 +149,10 @@ class Client:
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]:
         """Enqueue many jobs (dicts with question, context, idempotency_key, metadata), pipelined.
 
-        Every job is validated before any is enqueued, so one bad job enqueues nothing.
+        Every job is validated before any is enqueued, so one bad job enqueues nothing; the
+        InvalidJobError lists each bad job by its position.
         """
-        specs = []
-        for index, job in enumerate(jobs):
-            extra = set(job) - set(SUBMIT_FIELDS)
-            if extra:
-                raise InvalidJobError(
-                    f"job {index}: unknown field(s) {sorted(extra)}; allowed: {sorted(SUBMIT_FIELDS)}"
-                )
-            specs.append(self.spec(derive_key=derive_key, **job))
+        specs = prepare_jobs(jobs, self.settings, derive_key)
         self.store.submit_many(specs)
         return [s.id for s in specs]
 

@@ -18,10 +18,15 @@ from pydantic import TypeAdapter
 
 from core.deadletter import DeadLetter
 from core.errors import AskqError, ConfigError, InvalidJobError, JobNotFoundError, WaitTimeoutError
-from core.job import DeadReason, JobView
-from producers.client import idempotency_key_for
+from core.job import SUBMIT_FIELDS, DeadReason, JobSpec, JobView, request_data
+from producers.client import prepare_job, prepare_jobs
 
 _DEAD_LETTERS = TypeAdapter(list[DeadLetter])
+
+
+def _body(spec: JobSpec) -> dict[str, Any]:
+    """What the API takes for a checked job: its request fields (the server gives the id)."""
+    return spec.model_dump(include=set(SUBMIT_FIELDS))
 
 
 class JobClient(Protocol):
@@ -77,20 +82,18 @@ class HttpClient:
 
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
                metadata: dict[str, Any] | None = None, derive_key: bool = False) -> str:
-        """Enqueue one job and return its id; the same idempotency key always returns the same id."""
-        body = {"question": question, "context": list(context or []),
-                "idempotency_key": idempotency_key_for(question, context, idempotency_key, derive_key),
-                "metadata": metadata or {}}
-        return str(self._call("POST", "/v1/jobs", json=body).json()["id"])
+        """Enqueue one job and return its id; the same idempotency key always returns the same id.
+
+        The job is checked here first (as `Client` checks it), so a bad one never reaches the
+        wire; the server checks it again, with its own limits.
+        """
+        spec = prepare_job(request_data(question, context, idempotency_key, metadata), derive_key=derive_key)
+        return str(self._call("POST", "/v1/jobs", json=_body(spec)).json()["id"])
 
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]:
-        """Enqueue many jobs in one request; the API checks them all before enqueueing any."""
-        items = [dict(job) for job in jobs]
-        for job in items if derive_key else ():
-            if "question" in job:
-                job["idempotency_key"] = idempotency_key_for(
-                    job["question"], job.get("context"), job.get("idempotency_key"), derive_key)
-        reply = self._call("POST", "/v1/jobs", json={"jobs": items})
+        """Enqueue many jobs in one request; all are checked here, and by the API, before any is enqueued."""
+        specs = prepare_jobs(jobs, derive_key=derive_key)
+        reply = self._call("POST", "/v1/jobs", json={"jobs": [_body(s) for s in specs]})
         return [str(j["id"]) for j in reply.json()["jobs"]]
 
     def get(self, job_id: str) -> JobView:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from core.errors import InvalidJobError
-from core.job import JobRequest, JobSpec, JobView, check_limits
+from core.job import JobRequest, JobSpec, JobView, check_limits, key_conflicts
 from producers.client import Client
 from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
 from producers.waiter import ResultWaiter
@@ -128,6 +128,11 @@ def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], boo
             field, _, problem = str(exc).partition(": ")
             raise _refuse((*where, field), problem or str(exc)) from None
         specs.append(spec)
+    conflicts = key_conflicts(specs)
+    if conflicts:
+        raise RequestValidationError([
+            {"loc": ("jobs", other, "idempotency_key"), "msg": f"also given to jobs.{first} with a different "
+             "question or context"} for first, other in conflicts])
     return specs, batch is not None
 
 
