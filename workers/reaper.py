@@ -247,17 +247,18 @@ def run_in_thread(
 ) -> threading.Thread:
     """Start the reaper loop in a daemon thread of this worker process.
 
-    before_sweep runs after the lock is taken and before each sweep (the worker renews its own
-    leases there, so its reaper never reclaims a run of its own process that is still going,
-    e.g. on the first sweep after Redis or the process itself was frozen); if it fails the
-    sweep is skipped. A failed sweep is logged and the loop backs off; anything that escapes
-    the loop itself is logged and the loop started again, so the duty never dies silently.
+    before_sweep runs before each try for the lock (the worker renews its own leases there, so
+    its reaper never reclaims a run of its own process that is still going, e.g. on the first
+    sweep after Redis or the process itself was frozen). If it fails, the sweep is skipped and
+    the lock not taken, so a process that cannot renew its own leases leaves the duty to
+    others. A failed sweep is logged and the loop backs off; anything that escapes the loop
+    itself is logged and the loop started again, so the duty never dies silently.
     """
 
     def sweep_once(reaper: Reaper) -> None:
+        if before_sweep is not None:
+            before_sweep()
         if reaper.acquire():
-            if before_sweep is not None:
-                before_sweep()
             done = reaper.sweep()
             if any(done.values()):
                 log.info("reaper_sweep", **done)
