@@ -19,8 +19,10 @@ KOMBU_UNACKED_INDEX = "unacked_index"
 # HASH per job — owner: store (producers create, workers advance). Fields: state, payload,
 # created, updated, dispatch (enqueue sequence), delivery (deliveries for the poison cap),
 # lease, lease_until, worker, started, result, source, degraded, result_writes, upgrades,
-# reason, error. The job id of an idempotency key is derived from the key, so this hash is
-# also the idempotency record. TTL: result_ttl_s once terminal.
+# late_writes (refused writes of runs that no longer held it), ended_by (token of the run whose
+# result or durable retry ended its lease: a retried write is recognised), reason, error.
+# The job id of an idempotency key is derived from the key, so this hash is also the
+# idempotency record. TTL: result_ttl_s once terminal.
 def job(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
