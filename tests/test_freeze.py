@@ -124,17 +124,19 @@ def test_dead_letter_and_defer_writes_ride_out_error_replies(own: Own, sim: Sim,
     assert sim.requests("primary") == 1
 
 
-@pytest.mark.parametrize("fast_path", ["false", "true"])
-def test_redis_freeze_poisons_no_one_and_reruns_nothing(own: Own, sim: Sim, fast_path: str) -> None:
-    """Issue 10 B's scenario, scaled to the test timings (lease 3 s, heartbeat 0.5 s)."""
-    sim.configure({"latency_s": 0.02, "models": {"primary": {"latency_s": 8.0}}})
+@pytest.mark.parametrize(("fast_path", "freeze_s"), [("false", 5), ("true", 5), ("false", 12)])
+def test_redis_freeze_poisons_no_one_and_reruns_nothing(own: Own, sim: Sim, fast_path: str, freeze_s: int) -> None:
+    """Issue 10 B's scenario, scaled to the test timings (lease 3 s, heartbeat 0.5 s). A freeze of
+    5 s holds the worker's Redis calls until it ends; one of 12 s outlasts their socket timeout
+    (10 s), so they fail and are retried."""
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"latency_s": freeze_s + 3.0}}})
     own.stack.start_worker(concurrency=30, ASKQ_PROVIDERS=_providers(sim, 40), ASKQ_CACHE_FAST_PATH=fast_path)
     wait_workers(own.r, 1)
     ids = own.client.submit_many([{"question": f"Frozen question {i}?"} for i in range(20)])
     wait_for(lambda: _running(own.r, ids), 30, what="all jobs running")
     assert own.server.proc is not None
     own.server.proc.send_signal(signal.SIGSTOP)
-    time.sleep(5)  # the fault itself: longer than a lease, shorter than the client's socket timeout
+    time.sleep(freeze_s)  # the fault itself, longer than a lease
     own.server.proc.send_signal(signal.SIGCONT)
     views = [own.client.wait(i, timeout=60) for i in ids]
     assert {v.state for v in views} == {JobState.SUCCEEDED}

@@ -87,6 +87,10 @@ async def _adopt(rt: Runtime, live: Run, spec: JobSpec, dispatch: int) -> str | 
         # The run is writing its outcome; if the write found its lease gone, this delivery runs.
         await live.done.wait()
         return None
+    if live.adopting is not None:
+        # Another delivery is taking the lease back right now: look again once it is done.
+        await asyncio.shield(live.adopting)
+        return await _adopt(rt, live, spec, dispatch)
     taking: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     live.adopting = taking
     try:
