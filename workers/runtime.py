@@ -8,6 +8,7 @@ on that loop, so a few hundred jobs in flight cost a few hundred parked threads 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import socket
@@ -93,8 +94,17 @@ class Runtime:
         return connect_async(self.settings, self.url, max_connections=max(64, self.settings.worker_concurrency))
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run a coroutine on the loop from a pool thread and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the loop from a pool thread and wait for its result.
+
+        Past timeout the coroutine is cancelled (not left running behind the caller's back) and
+        TimeoutError raised.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
     def spawn(self, name: str, duty: Callable[[], Coroutine[Any, Any, Any]], stop: asyncio.Event) -> None:
         """Run a background duty (heartbeat, lease renewal) on the loop until stop is set.

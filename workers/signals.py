@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery.signals import worker_ready, worker_shutdown
 
@@ -32,7 +34,10 @@ def _start(**_: Any) -> None:
 
     def renew_own_leases() -> None:
         # Bounded: a sweep is skipped (and retried next interval) rather than made to wait.
-        rt.call(heartbeat.renew_leases(rt), timeout=rt.settings.lease_s)
+        try:
+            rt.call(heartbeat.renew_leases(rt), timeout=rt.settings.lease_s)
+        except concurrent.futures.TimeoutError:
+            raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
 
     reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
