@@ -7,23 +7,28 @@ freeze it or make it refuse writes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from askq.stack import Stack, default_providers
 from config.settings import Settings
 from core import keys
+from core.deadletter import DeadLetterQueue
 from core.job import DeadReason, JobState
 from core.redisserver import EmbeddedRedis
 from producers.client import Client
 from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
+from workers.jobstate import JobState as WorkerJobState
 from workers.reaper import Reaper
 
 
@@ -173,3 +178,29 @@ def test_reclaimed_delivery_landing_in_the_running_process_adopts_the_run(own: O
     assert view.delivery == 1
     assert own.r.hget(keys.job(job_id), "ended_by") == token
     assert "delivery_adopted" in own.log()
+
+
+def test_outcome_writes_retried_after_a_lost_reply_land_once(settings: Settings, r: redis.Redis) -> None:
+    """A write whose reply was lost in an outage is sent again with the same token: it is done once."""
+    client = Client(settings)
+    parked, killed = client.submit("Is gift wrapping free?"), client.submit("Do you ship to Iceland?")
+
+    async def scenario() -> list[str]:
+        ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
+        jobs = WorkerJobState(ar, settings)
+        token = uuid.uuid4().hex
+        assert await jobs.claim(parked, 1, token, "test:1") == "ok"
+        out = [await jobs.defer(parked, token, time.time() + 60, "all tiers failed") for _ in range(2)]
+        assert await jobs.claim(killed, 1, token, "test:1") == "ok"
+        await ar.aclose()
+        return out
+
+    assert asyncio.run(scenario()) == ["ok", "ok"]
+    assert r.hget(keys.job(parked), "retries") == "1" and r.hget(keys.job(parked), "state") == "retrying"
+    token = str(r.hget(keys.job(killed), "lease"))
+    dlq = DeadLetterQueue(r, settings)
+    outcomes = [dlq.kill(killed, DeadReason.EXHAUSTED, "too old", payload={"id": killed}, token=token)
+                for _ in range(2)]
+    # The worker treats 'terminal' on a retry as done when the job is dead (execution._kill_with_retry).
+    assert outcomes == ["ok", "terminal"]
+    assert r.hget(keys.STATS, "dead") == "1" and r.zcard(keys.DLQ_INDEX) == 1
