@@ -100,6 +100,13 @@ def test_heartbeat_survives_error_replies_and_renews_again(own: Own, sim: Sim) -
     assert view.state is JobState.SUCCEEDED and view.delivery == 1
     assert sim.requests("primary") == 1  # never re-run
     assert "heartbeat_failed" in own.log()
+    # The reaper thread, refused too meanwhile, still sweeps: a job of a vanished worker moves on.
+    orphan = own.client.submit("Where do I find my order number?")
+    wait_for(lambda: own.r.hget(keys.job(orphan), "state") == "succeeded", 30, what="orphan answered")
+    past = time.time() - 1
+    own.r.hset(keys.job(orphan), mapping={"state": "running", "lease": "gone", "lease_until": past})
+    own.r.zadd(keys.LEASES, {orphan: past})
+    wait_for(lambda: own.r.hget(keys.job(orphan), "delivery") == "2", 20, what="orphan reclaimed by the reaper")
 
 
 @pytest.mark.parametrize("ending", ["dead", "deferred"])
