@@ -19,42 +19,56 @@ redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 return 1
 """
 
-# KEYS: job, leases   ARGV: dispatch, token, worker, now, lease_until, job_id
-# Returns ok | missing | terminal | stale | busy.
+# KEYS: job, leases   ARGV: dispatch, token, worker, now, lease_until, job_id, payload digest
+#   (sha1 of the message's payload text, '' = unchecked), adopt ('1': token is a run of this
+#   worker still going, taking back a lease reclaimed from it)
+# Returns {status} or, when the message's payload differs from the stored one, {status, stored
+# payload}: the worker answers the stored job, never a message's copy of it. Status is
+# ok | missing | terminal | stale | busy.
 CLAIM = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until', 'lease')
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until', 'lease', 'delivery', 'payload')
 local state = h[1]
-if not state then return 'missing' end
-if state == 'succeeded' or state == 'dead' then return 'terminal' end
-if tonumber(h[2]) ~= tonumber(ARGV[1]) or state == 'retrying' then return 'stale' end
+if not state then return {'missing'} end
+if state == 'succeeded' or state == 'dead' then return {'terminal'} end
+if tonumber(h[2]) ~= tonumber(ARGV[1]) or state == 'retrying' then return {'stale'} end
 -- The same token again is this caller retrying a claim whose reply it lost: it holds the job.
 local mine = h[4] == ARGV[2]
-if state == 'running' and not mine and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return 'busy' end
+if state == 'running' and not mine and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return {'busy'} end
 redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[2], 'lease_until', ARGV[5],
-           'worker', ARGV[3], 'updated', ARGV[4], 'started', ARGV[4])
+           'worker', ARGV[3], 'updated', ARGV[4])
+if ARGV[8] == '1' then
+  -- The run never stopped: the delivery that was counted when its lease was reclaimed is
+  -- taken back, so a worker's own live run never counts toward the poison cap.
+  if state == 'queued' and tonumber(h[5] or '1') > 1 then redis.call('HINCRBY', KEYS[1], 'delivery', -1) end
+else
+  redis.call('HSET', KEYS[1], 'started', ARGV[4])
+end
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6])
-return 'ok'
+if ARGV[7] ~= '' and h[6] and redis.sha1hex(h[6]) ~= ARGV[7] then return {'ok', h[6]} end
+return {'ok'}
 """
 
 # KEYS: job, leases, pending, stats   ARGV: token, result, source, degraded, now, ttl, job_id
-# Returns ok | upgraded | exists | dead | lease_lost | missing.
+# Returns ok | late | dead | lease_lost | missing.
+# A stored result is final. The upgrade rule is that only the current lease holder may replace
+# a result, and a stored result has no lease holder: a late or resumed worker's answer (even a
+# better one than a stored degraded answer) is refused and counted as a late write, so an answer
+# a reader has seen never changes. The same token again is the writer retrying a write whose
+# reply it lost: ok, counted once.
 FINISH = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'degraded')
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by')
 local state = h[1]
 if not state then return 'missing' end
-if state == 'succeeded' then
-  if h[3] == '1' and ARGV[4] == '0' then
-    redis.call('HSET', KEYS[1], 'result', ARGV[2], 'source', ARGV[3], 'degraded', 0, 'updated', ARGV[5])
-    redis.call('HINCRBY', KEYS[1], 'upgrades', 1)
-    redis.call('HINCRBY', KEYS[4], 'upgraded', 1)
-    return 'upgraded'
-  end
-  return 'exists'
+if state == 'succeeded' and h[3] == ARGV[1] then return 'ok' end
+if state ~= 'running' or h[2] ~= ARGV[1] then
+  redis.call('HINCRBY', KEYS[1], 'late_writes', 1)
+  redis.call('HINCRBY', KEYS[4], 'late_writes', 1)
+  if state == 'succeeded' then return 'late' end
+  if state == 'dead' then return 'dead' end
+  return 'lease_lost'
 end
-if state == 'dead' then return 'dead' end
-if state ~= 'running' or h[2] ~= ARGV[1] then return 'lease_lost' end
 redis.call('HSET', KEYS[1], 'state', 'succeeded', 'result', ARGV[2], 'source', ARGV[3],
-           'degraded', ARGV[4], 'updated', ARGV[5], 'lease', '')
+           'degraded', ARGV[4], 'updated', ARGV[5], 'lease', '', 'ended_by', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'result_writes', 1)
 redis.call('ZREM', KEYS[2], ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[7])
@@ -180,11 +194,14 @@ return 'ok'
 """
 
 # KEYS: job, leases, retries   ARGV: token, due, now, job_id, error
-# Parks a job the caller holds until a durable retry is due, freeing the worker slot.
+# Parks a job the caller holds until a durable retry is due, freeing the worker slot. The same
+# token again (a retry whose reply was lost) finds it parked by itself: ok, done once.
 DEFER = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'lease')
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by')
+if h[1] == 'retrying' and h[3] == ARGV[1] then return 'ok' end
 if h[1] ~= 'running' or h[2] ~= ARGV[1] then return 'lease_lost' end
-redis.call('HSET', KEYS[1], 'state', 'retrying', 'lease', '', 'updated', ARGV[3], 'error', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'lease', '', 'updated', ARGV[3], 'error', ARGV[5],
+           'ended_by', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'retries', 1)
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])

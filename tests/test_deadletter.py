@@ -1,4 +1,4 @@
-"""Dead letters, replay, durable retry and result upgrades, as operators and producers rely on them."""
+"""Dead letters, replay, durable retry and final results, as operators and producers rely on them."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_durable_retry_reruns_later_then_exhausts(stack: Stack, r: redis.Redis, 
     assert client.dead_letter(old).reason is DeadReason.EXHAUSTED
 
 
-def test_degraded_result_is_upgraded_never_downgraded(settings: Settings, r: redis.Redis) -> None:
+def test_stored_result_is_final_and_late_writes_are_refused_and_counted(settings: Settings, r: redis.Redis) -> None:
     client = Client(settings)
     job_id = client.submit("What is your returns policy?")
 
@@ -98,19 +98,23 @@ def test_degraded_result_is_upgraded_never_downgraded(settings: Settings, r: red
         token = uuid.uuid4().hex
         assert await jobs.claim(job_id, 1, token, "test:1") == "ok"
         out = [await jobs.finish(result("default", True), token, Counter(), {})]
-        # Late runs (a resumed worker, a Celery redelivery) hold no lease on the job now.
+        # The writer retrying a write whose reply it lost: done, once.
+        out.append(await jobs.finish(result("default", True), token, Counter(), {}))
+        # Late runs (a resumed worker, a Celery redelivery) hold no lease on the job now: even a
+        # better answer than the stored degraded one is refused.
         out.append(await jobs.finish(result("cache", True), uuid.uuid4().hex, Counter(), {}))
         out.append(await jobs.finish(result("primary", False), uuid.uuid4().hex, Counter(), {}))
-        out.append(await jobs.finish(result("default", True), uuid.uuid4().hex, Counter(), {}))
         out.append(await jobs.finish(result("secondary", False), uuid.uuid4().hex, Counter(), {}))
         await ar.aclose()
         return out
 
-    assert asyncio.run(scenario()) == ["ok", "exists", "upgraded", "exists", "exists"]
+    assert asyncio.run(scenario()) == ["ok", "ok", "late", "late", "late"]
     view = client.get(job_id)
-    assert view.result is not None and view.result.source == "primary" and not view.result.degraded
+    assert view.result is not None and view.result.source == "default" and view.result.degraded
     assert r.hget(keys.job(job_id), "result_writes") == "1"
-    assert r.hget(keys.job(job_id), "upgrades") == "1"
+    assert r.hget(keys.job(job_id), "late_writes") == "3"
+    assert r.hget(keys.STATS, "late_writes") == "3"
+    assert not r.hget(keys.job(job_id), "upgrades") and not r.hget(keys.STATS, "upgraded")
 
 
 def test_dead_letters_are_trimmed_by_count_and_age(settings: Settings, r: redis.Redis) -> None:

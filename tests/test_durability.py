@@ -43,11 +43,12 @@ def _writes(r: redis.Redis, job_id: str) -> int:
 def test_kill9_mid_job_is_finished_elsewhere_within_30s_with_defaults(
     stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
 ) -> None:
-    # The primary hangs for the first seconds, so the first run is still going when it is killed.
-    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "hang", "window": [0, 6]}]}}})
     for _ in range(2):
         stack.start_worker(concurrency=4, **DEFAULT_LIVENESS)
     wait_workers(r, 2)
+    # The primary hangs for the first seconds (from now: workers may take long to start on a
+    # loaded machine), so the first run is still going when it is killed.
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "hang", "window": [0, 6]}]}}})
     client = Client(settings)
     job_id = client.submit("My parcel never arrived, what now?")
     victim = _holder(stack, r, job_id)
@@ -63,10 +64,10 @@ def test_kill9_mid_job_is_finished_elsewhere_within_30s_with_defaults(
 def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
     stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
 ) -> None:
-    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "hang", "window": [0, 4]}]}}})
     for _ in range(2):
         stack.start_worker(concurrency=4)
     wait_workers(r, 2)
+    sim.configure({"latency_s": 0.02, "models": {"primary": {"faults": [{"kind": "hang", "window": [0, 4]}]}}})
     client = Client(settings)
     job_id = client.submit("Can I return a gift without the receipt?")
     frozen = _holder(stack, r, job_id)

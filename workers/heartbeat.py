@@ -20,15 +20,24 @@ log = structlog.get_logger("askq.heartbeat")
 WORKER_RECORD_TTL_S = 3600
 
 
+async def renew_leases(rt: Runtime) -> None:
+    """Renew the lease of every run of this process; a run whose lease is gone is logged once."""
+    runs = list(rt.runs.values())
+    lost = set(await rt.jobs.renew([(run.job_id, run.token) for run in runs]))
+    for run in runs:
+        if (run.job_id, run.token) not in lost:
+            run.lost = False
+        elif not run.lost and not run.finishing:
+            # A result written meanwhile ends its lease on purpose (finishing, or already done).
+            run.lost = True
+            log.warning("lease_lost", job_id=run.job_id)
+
+
 async def beat_once(rt: Runtime) -> None:
-    lost = await rt.jobs.renew(dict(rt.held))
-    for job_id in lost:
-        # A result written meanwhile ends its lease on purpose (finishing, or already done).
-        if job_id in rt.held and job_id not in rt.finishing:
-            log.warning("lease_lost", job_id=job_id)
+    await renew_leases(rt)
     now = time.time()
     # The longest-running job decides whether this worker is stalled.
-    oldest = max((now - s for s in rt.running_since.values()), default=0.0)
+    oldest = max((now - run.started for run in rt.runs.values()), default=0.0)
     pipe = rt.redis.pipeline(transaction=False)
     pipe.zadd(keys.WORKERS, {rt.name: now})
     pipe.hset(
@@ -38,7 +47,7 @@ async def beat_once(rt: Runtime) -> None:
             "host": socket.gethostname(),
             "started": rt.started,
             "heartbeat": now,
-            "inflight": len(rt.held),
+            "inflight": len(rt.runs),
             "completed": rt.completed,
             "last_progress": rt.last_progress,
             "oldest_job_s": round(oldest, 3),
@@ -64,15 +73,21 @@ def exit_if_redis_moved(rt: Runtime) -> None:
 
 
 async def run(rt: Runtime, stop: asyncio.Event) -> None:
-    """Beat every heartbeat_s until stop is set; Redis outages are logged and ridden out."""
+    """Beat every heartbeat_s until stop is set; Redis outages and error replies (OOM, READONLY
+    after a failover) are logged and ridden out. Anything else ends this coroutine, and
+    Runtime.spawn's supervisor logs it and starts it again."""
     while not stop.is_set():
         exit_if_redis_moved(rt)
+        started = time.monotonic()
         try:
             await beat_once(rt)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except (redis.RedisError, OSError) as exc:
             log.warning("heartbeat_failed", error=str(exc))
+        # Timed from the start of the beat: one that waited out a frozen Redis is followed at
+        # once by a fresh one, before a reaper can judge leases by its stale renewal.
+        wait_s = max(0.0, rt.settings.heartbeat_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rt.settings.heartbeat_s)
+            await asyncio.wait_for(stop.wait(), wait_s)
 
 
 async def retire(rt: Runtime) -> None:

@@ -20,20 +20,27 @@ from workers.queuedscript import QueuedScript
 from workers.tally import Tally, TallyScript
 
 # KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
-# Extends the leases this worker still holds; returns the ids whose lease it has lost.
+# Extends the leases this worker still holds; returns the (1-based) positions of the triples
+# whose lease it has lost. A lease whose time ran out but that nobody reclaimed is still its
+# holder's (a worker or Redis that froze): renewed on resume. A renewal never shortens a lease,
+# so one that reaches Redis late (it waited out a freeze) cannot undo a newer one.
 _RENEW = """
 local lost = {}
 for i = 2, #ARGV, 3 do
-  local h = redis.call('HMGET', ARGV[i], 'state', 'lease')
+  local h = redis.call('HMGET', ARGV[i], 'state', 'lease', 'lease_until')
   if h[1] == 'running' and h[2] == ARGV[i + 2] then
-    redis.call('HSET', ARGV[i], 'lease_until', ARGV[1])
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i + 1])
+    if tonumber(h[3] or '0') < tonumber(ARGV[1]) then
+      redis.call('HSET', ARGV[i], 'lease_until', ARGV[1])
+      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i + 1])
+    end
   else
-    table.insert(lost, ARGV[i + 1])
+    table.insert(lost, (i + 1) / 3)
   end
 end
 return lost
 """
+
+Claimed = tuple[str, str | None, list[Any]]
 
 
 class JobState:
@@ -52,19 +59,27 @@ class JobState:
         return (await self.claim_with(job_id, dispatch, token, worker))[0]
 
     async def claim_with(
-        self, job_id: str, dispatch: int, token: str, worker: str, also: Callable[[Any], object] | None = None
-    ) -> tuple[str, list[Any]]:
-        """Claim the job; also(pipe) queues more commands on the same round trip (their replies returned)."""
+        self, job_id: str, dispatch: int, token: str, worker: str, also: Callable[[Any], object] | None = None,
+        digest: str = "", adopt: bool = False,
+    ) -> Claimed:
+        """Claim the job; also(pipe) queues more commands on the same round trip (their replies returned).
+
+        digest: sha1 of the message's payload text; when the stored payload differs, it is
+        returned (second item) and the caller answers that one. adopt: token is a run of this
+        process still going, taking its lease back (see scripts.CLAIM).
+        """
         now = time.time()
         keys_ = [keys.job(job_id), keys.LEASES]
-        args: list[str | int | float] = [dispatch, token, worker, now, now + self.settings.lease_s, job_id]
+        args: list[str | int | float] = [dispatch, token, worker, now, now + self.settings.lease_s, job_id,
+                                         digest, "1" if adopt else ""]
         pipe = self.redis.pipeline(transaction=False)
         self._claim.queue(pipe, keys_, args)
         if also is not None:
             also(pipe)
         replies = await pipe.execute(raise_on_error=False)
         claimed = await self._claim.reply(replies[0], keys_, args)
-        return _text(claimed), replies[1:]
+        stored = _text(claimed[1]) if len(claimed) > 1 else None
+        return _text(claimed[0]), stored, replies[1:]
 
     async def finish(
         self, result: Result, token: str, counters: Counter[str], health: dict[str, float]
@@ -114,15 +129,15 @@ class JobState:
             )
         )
 
-    async def renew(self, held: dict[str, str]) -> list[str]:
-        """Extend every lease in held (job id -> token); returns the ids this worker no longer holds."""
+    async def renew(self, held: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Extend every lease in held (job id, token); returns the runs that no longer hold theirs."""
         if not held:
             return []
         args: list[str | float] = [time.time() + self.settings.lease_s]
-        for job_id, token in held.items():
+        for job_id, token in held:
             args += [keys.job(job_id), job_id, token]
         lost = await self._renew(keys=[keys.LEASES], args=args)
-        return [str(x) for x in lost]
+        return [held[int(i) - 1] for i in lost]
 
 
 def _text(reply: Any) -> str:

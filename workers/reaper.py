@@ -30,6 +30,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -406,23 +407,63 @@ def _loads(raw: str) -> object:
         return None
 
 
-def run_in_thread(client: redis.Redis, settings: Settings, holder: str, stop: threading.Event) -> threading.Thread:
-    """Start the reaper loop in a daemon thread of this worker process."""
+# Backoff of the reaper loop after a failed sweep: first, and cap (seconds).
+FAILED_SWEEP_BACKOFF_S = (0.5, 30.0)
+
+
+def run_in_thread(
+    client: redis.Redis, settings: Settings, holder: str, stop: threading.Event,
+    before_sweep: Callable[[], object] | None = None,
+) -> threading.Thread:
+    """Start the reaper loop in a daemon thread of this worker process.
+
+    before_sweep runs before each try for the lock (the worker renews its own leases there, so
+    its reaper never reclaims a run of its own process that is still going, e.g. on the first
+    sweep after Redis or the process itself was frozen). If it fails, the sweep is skipped and
+    the lock not taken, so a process that cannot renew its own leases leaves the duty to
+    others. A failed sweep is logged and the loop backs off; anything that escapes the loop
+    itself is logged and the loop started again, so the duty never dies silently.
+    """
+
+    def sweep_once(reaper: Reaper) -> None:
+        if before_sweep is not None:
+            before_sweep()
+        if reaper.acquire():
+            done = reaper.sweep()
+            if any(done.values()):
+                log.info("reaper_sweep", **done)
 
     def loop() -> None:
         reaper = Reaper(client, settings, holder)
+        failures = 0
         while not stop.is_set():
             try:
-                if reaper.acquire():
-                    done = reaper.sweep()
-                    if any(done.values()):
-                        log.info("reaper_sweep", **done)
+                sweep_once(reaper)
+                failures = 0
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
                 log.warning("reaper_redis_unavailable", error=str(exc))
+            except redis.ResponseError as exc:  # OOM, READONLY after a failover, ...
+                failures += 1
+                log.warning("reaper_redis_error", error=str(exc))
             except Exception:  # keep the duty alive whatever one sweep hit
+                failures += 1
                 log.exception("reaper_sweep_failed")
-            stop.wait(settings.reaper_interval_s)
+            backoff = min(FAILED_SWEEP_BACKOFF_S[0] * 2 ** max(0, failures - 1), FAILED_SWEEP_BACKOFF_S[1])
+            stop.wait(max(settings.reaper_interval_s, backoff) if failures else settings.reaper_interval_s)
 
-    thread = threading.Thread(target=loop, name="askq-reaper", daemon=True)
+    def supervised() -> None:
+        delay = FAILED_SWEEP_BACKOFF_S[0]
+        while not stop.is_set():
+            try:
+                loop()
+            except Exception:  # the thread must not end while the worker lives
+                log.exception("duty_failed", duty="reaper", restart_in_s=delay)
+                stop.wait(delay)
+                delay = min(delay * 2, FAILED_SWEEP_BACKOFF_S[1])
+                if not stop.is_set():
+                    log.warning("duty_restarted", duty="reaper")
+
+    thread = threading.Thread(target=supervised, name="askq-reaper", daemon=True)
     thread.start()
     return thread

@@ -8,11 +8,14 @@ on that loop, so a few hundred jobs in flight cost a few hundred parked threads 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
@@ -31,6 +34,30 @@ from workers.ratelimit import RateLimiter
 T = TypeVar("T")
 log = structlog.get_logger("askq.runtime")
 
+# Backoff between restarts of a background duty that died: first, and cap (seconds).
+DUTY_RESTART_S = (0.5, 30.0)
+
+
+@dataclass(eq=False)
+class Run:
+    """One run of a job in this process, under its own lease token.
+
+    Everything per run is keyed by run, never by job id alone: a job reclaimed while this
+    process still runs it can be delivered here again, and two runs of one job must not
+    touch each other's entries.
+    """
+
+    job_id: str
+    token: str
+    started: float
+    # Writing its outcome: that write ends the lease on purpose, so a lost lease is no news.
+    finishing: bool = False
+    # Its lease was found lost (logged once).
+    lost: bool = False
+    # Set by a delivery taking this run's lease back; the outcome write waits for it.
+    adopting: asyncio.Future[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
 
 class Runtime:
     """Everything a worker process shares between its jobs; built once, after the fork."""
@@ -42,12 +69,8 @@ class Runtime:
         self.started = time.time()
         self.sync_redis = connect(settings, self.url)
         self.dlq = DeadLetterQueue(self.sync_redis, settings)
-        # job id -> lease token, for every job this process is running now.
-        self.held: dict[str, str] = {}
-        # job id -> time its current run started, to tell a stalled worker from a busy one.
-        self.running_since: dict[str, float] = {}
-        # Ids of held jobs whose result is being written: that write ends their lease on purpose.
-        self.finishing: set[str] = set()
+        # (job id, lease token) -> run, for every run in this process now (touched on the loop only).
+        self.runs: dict[tuple[str, str], Run] = {}
         self.completed = 0
         self.last_progress = time.time()
         self.loop = asyncio.new_event_loop()
@@ -71,12 +94,44 @@ class Runtime:
         return connect_async(self.settings, self.url, max_connections=max(64, self.settings.worker_concurrency))
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run a coroutine on the loop from a pool thread and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the loop from a pool thread and wait for its result.
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Start a background coroutine on the loop (heartbeat, lease renewal)."""
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
+        Past timeout the coroutine is cancelled (not left running behind the caller's back) and
+        TimeoutError raised.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def spawn(self, name: str, duty: Callable[[], Coroutine[Any, Any, Any]], stop: asyncio.Event) -> None:
+        """Run a background duty (heartbeat, lease renewal) on the loop until stop is set.
+
+        A duty that dies (any exception) is logged and started again with backoff: a worker
+        whose heartbeat silently stopped would keep working while its leases lapse and its
+        jobs are re-run elsewhere.
+        """
+        asyncio.run_coroutine_threadsafe(supervise(name, duty, stop), self.loop)
+
+    def start_run(self, job_id: str, token: str) -> Run:
+        run = Run(job_id, token, time.time())
+        self.runs[(job_id, token)] = run
+        return run
+
+    def end_run(self, run: Run) -> None:
+        # Only this run's own entry: a newer run of the same job keeps its lease renewed.
+        if self.runs.get((run.job_id, run.token)) is run:
+            del self.runs[(run.job_id, run.token)]
+        run.done.set()
+        self.completed += 1
+        self.last_progress = time.time()
+
+    def live_run(self, job_id: str) -> Run | None:
+        """The newest run of job_id in this process, if one is going."""
+        found = [r for r in self.runs.values() if r.job_id == job_id]
+        return max(found, key=lambda r: r.started) if found else None
 
     def close(self) -> None:
         if self.loop.is_running():
@@ -84,6 +139,30 @@ class Runtime:
             self.call(self.redis.aclose(), timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.sync_redis.close()
+
+
+async def supervise(name: str, duty: Callable[[], Coroutine[Any, Any, Any]], stop: asyncio.Event) -> None:
+    """Keep a duty running until stop is set: log each death, restart with capped backoff."""
+    delay = DUTY_RESTART_S[0]
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await duty()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("duty_failed", duty=name, error=repr(exc), restart_in_s=delay, exc_info=True)
+        else:
+            if stop.is_set():
+                return
+            log.error("duty_returned", duty=name, restart_in_s=delay)
+        if time.monotonic() - started > DUTY_RESTART_S[1]:
+            delay = DUTY_RESTART_S[0]  # it ran a good while: not a crash loop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, DUTY_RESTART_S[1])
+        if not stop.is_set():
+            log.warning("duty_restarted", duty=name)
 
 
 _runtime: Runtime | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery.signals import worker_ready, worker_shutdown
 
@@ -27,9 +29,17 @@ def _start(**_: Any) -> None:
     async def make_event() -> asyncio.Event:
         return asyncio.Event()
 
-    _stop_loop = rt.call(make_event())
-    rt.spawn(heartbeat.run(rt, _stop_loop))
-    reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread)
+    stop_loop = _stop_loop = rt.call(make_event())
+    rt.spawn("heartbeat", lambda: heartbeat.run(rt, stop_loop), stop_loop)
+
+    def renew_own_leases() -> None:
+        # Bounded: a sweep is skipped (and retried next interval) rather than made to wait.
+        try:
+            rt.call(heartbeat.renew_leases(rt), timeout=rt.settings.lease_s)
+        except concurrent.futures.TimeoutError:
+            raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
+
+    reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
 
 
