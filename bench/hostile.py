@@ -124,6 +124,8 @@ _CHANGES: dict[str, Callable[[Envelope], None]] = {
     "job id with a surrogate": lambda env: _body_fields(env, id="bad\udc80id"),
     "question a number": lambda env: _body_fields(env, question=42),
     "huge header (1 MB)": _header("argsrepr", "A" * 1_000_000),
+    "headers.kwargsrepr nested 100,000 deep": _header("kwargsrepr", "[" * 100_000),
+    "properties.delivery_info without exchange": lambda env: env["properties"]["delivery_info"].pop("exchange"),
 }
 
 

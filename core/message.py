@@ -76,7 +76,7 @@ def locate(stored: str) -> tuple[str, int] | None:
     try:
         entry = json.loads(stored)
         return locate_envelope(entry[0])
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         return None
 
 
@@ -88,7 +88,7 @@ def locate_envelope(envelope: Any) -> tuple[str, int] | None:
     try:
         info = json.loads(envelope["headers"]["kwargsrepr"])
         job_id, dispatch = info["job_id"], info["dispatch"]
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         return None
     if not isinstance(job_id, str) or not job_id or not isinstance(dispatch, int) or isinstance(dispatch, bool):
         return None
@@ -115,6 +115,13 @@ def _is_int(value: Any) -> bool:
 def _str_or_none(value: Any) -> bool:
     # Celery logs and Flower shows these per message: a megabyte here is a megabyte per line.
     return value is None or (isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS)
+
+
+def _delivery_info(value: Any) -> bool:
+    # kombu's QoS reads both keys of every message it records as unacked.
+    return (isinstance(value, dict) and set(value) <= {"exchange", "routing_key", "redelivered"}
+            and isinstance(value.get("exchange"), str) and isinstance(value.get("routing_key"), str)
+            and isinstance(value.get("redelivered", False), bool))
 
 
 def _short_str(value: Any) -> bool:
@@ -145,7 +152,7 @@ _PROPERTIES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "correlation_id": (_str_or_none, _TEXT),
     "reply_to": (_str_or_none, _TEXT),
     "delivery_mode": (lambda v: v is None or (v in (1, 2) and _is_int(v)), "1, 2 or null"),
-    "delivery_info": (lambda v: isinstance(v, dict), "an object"),
+    "delivery_info": (_delivery_info, 'an object with string "exchange" and "routing_key"'),
     "priority": (lambda v: v is None or (_is_int(v) and 0 <= v <= 255), "an integer 0-255 or null"),
     "body_encoding": (lambda v: v == "base64", '"base64"'),
     "delivery_tag": (_short_str, f"a non-empty string of at most {_MAX_ID_CHARS} characters"),

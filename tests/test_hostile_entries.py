@@ -311,3 +311,17 @@ def test_dead_letter_of_a_stored_jobs_unwritable_payload_still_ends_the_job(
     assert dlq.kill("surrogatejob", DeadReason.INVALID_PAYLOAD, "refused", payload=payload, raw="{}") == "ok"
     assert r.hget(keys.job("surrogatejob"), "state") == "dead"
     assert dlq.show("surrogatejob").reason is DeadReason.INVALID_PAYLOAD
+
+
+def test_reaper_resends_lost_messages_past_hostile_entries_waiting_in_the_queue(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """The reaper reads every queue entry to find lost messages: no entry may break that sweep."""
+    from workers.reaper import Reaper
+
+    job_id = Client(settings).submit("Where is my parcel?")
+    r.delete(settings.queue)  # its message is lost, as when a worker died right after BRPOP
+    r.lpush(settings.queue, *hostile_entries(settings.queue).values())
+    assert Reaper(r, settings).resend_lost(time.time() + 100) == 1
+    assert r.llen(settings.queue) == len(hostile_entries(settings.queue)) + 1
+    assert r.hget(keys.job(job_id), "state") == "queued"
