@@ -79,6 +79,12 @@ class Channel(kombu_redis.Channel):
         return True
 
 
+def _is_celery_own(queue: str) -> bool:
+    """Whether a queue carries Celery's own traffic, not tasks: remote control and its replies
+    (kombu's pidbox: `<node>.celery.pidbox`, `<oid>.reply.celery.pidbox`) and events (`celeryev.*`)."""
+    return queue.endswith(".pidbox") or queue.startswith("celeryev.")
+
+
 def _popped_entry(exc: BaseException) -> str:
     """The entry kombu's `_brpop_read` popped (its local `item`), from the traceback of its failure.
 
@@ -104,11 +110,12 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
     def _deliver(self, message: Any, queue: str) -> None:
-        try:
-            parse_envelope(message)
-        except InvalidJobError as exc:
-            dead_letter_entry(message, str(exc))
-            return
+        if not _is_celery_own(queue):
+            try:
+                parse_envelope(message)
+            except InvalidJobError as exc:
+                dead_letter_entry(message, str(exc))
+                return
         try:
             super()._deliver(message, queue)  # type: ignore[no-untyped-call]
         except BROKER_ERRORS:
