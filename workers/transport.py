@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from kombu.transport import redis as kombu_redis
 
+from config.logging import scrub
 from core.deadletter import MAX_RAW_CHARS
 from core.errors import InvalidJobError
 from core.message import parse_envelope
@@ -122,5 +123,5 @@ class Transport(kombu_redis.Transport):
             raise
         except Exception as exc:
             # Passed the contract yet kombu or Celery raised on it: still this entry's fault.
-            log.warning("delivery_failed", error=repr(exc)[:500])
+            log.warning("delivery_failed", error=scrub(repr(exc))[:500])
             dead_letter_entry(message, f"message could not be delivered: {type(exc).__name__}: {exc}")
