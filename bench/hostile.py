@@ -141,6 +141,7 @@ def hostile_entries(queue: str, tag: str = "hostile") -> dict[str, str]:
     entries["JSON nested 100,000 deep"] = json.dumps({"m": f"{tag}-{n}"})[:-1] + ', "x": ' + "[" * 100_000
     entries["not JSON"] = f"{tag}-{n + 1} \x00 }}{{ garbage"
     entries["JSON list, no envelope"] = json.dumps([f"{tag}-{n + 2}", 1, 2])
+    entries["JSON integer of 5,000 digits"] = json.dumps({"m": f"{tag}-{n + 3}"})[:-1] + ', "x": ' + "7" * 5000 + "}"
     return entries
 
 

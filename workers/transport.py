@@ -77,6 +77,8 @@ class Channel(kombu_redis.Channel):
             dead_letter_raw(exc.doc, f"queue entry is not a JSON message envelope: {exc}")
         except RecursionError as exc:
             dead_letter_raw(_popped_entry(exc), "queue entry is JSON nested too deeply to read")
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's limit)
+            dead_letter_raw(_popped_entry(exc), f"queue entry is JSON askq cannot read: {exc}")
         return True
 
 
