@@ -325,3 +325,30 @@ def test_reaper_resends_lost_messages_past_hostile_entries_waiting_in_the_queue(
     assert Reaper(r, settings).resend_lost(time.time() + 100) == 1
     assert r.llen(settings.queue) == len(hostile_entries(settings.queue)) + 1
     assert r.hget(keys.job(job_id), "state") == "queued"
+
+
+def test_a_stored_job_whose_own_message_is_refused_is_dead_once_not_resent(
+    stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
+) -> None:
+    """A job stored before a check existed (a lone surrogate in its question) is refused by the
+    workers: the job itself ends dead, so the reaper does not resend it to be refused forever."""
+    from core.job import JobSpec
+    from core.store import JobStore
+
+    stack.start_worker(concurrency=2)
+    wait_workers(r, 1)
+    spec = JobSpec.model_construct(id="oldjob1", question="Where is \ud800 my order?", context=[],
+                                   idempotency_key=None, metadata={}, created=time.time())
+    assert JobStore(r, settings).submit(spec)
+    client = Client(settings)
+    view = client.wait("oldjob1", timeout=30)
+    assert view.state is JobState.DEAD and view.reason is DeadReason.INVALID_PAYLOAD
+    assert "surrogate" in (view.error or "")
+    record = DeadLetterQueue(r, settings).show("oldjob1")
+    assert record.raw and "oldjob1" in record.raw
+    # One record, nothing left to resend, nothing sent to the LLM but the next good job.
+    good = client.submit("Is the shop open on Sunday?")
+    assert client.wait(good, timeout=30).state is JobState.SUCCEEDED
+    assert DeadLetterQueue(r, settings).count() == 1
+    assert r.llen(settings.queue) == 0
+    assert sim.requests("primary") == 1
