@@ -2,7 +2,9 @@
 
 Producers, the reaper and dead-letter replay all put jobs on the queue through this one
 function, so a message is JSON the same way everywhere and producers need no worker code.
-The envelope is the one kombu's Redis transport stores in the queue list.
+The envelope is the one kombu's Redis transport stores in the queue list. parse_envelope()
+is the other half: the check every entry on the task queue passes before kombu or Celery
+reads it, so that askq's workers run only what build() could have written.
 """
 
 from __future__ import annotations

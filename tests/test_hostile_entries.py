@@ -352,3 +352,21 @@ def test_a_stored_job_whose_own_message_is_refused_is_dead_once_not_resent(
     assert DeadLetterQueue(r, settings).count() == 1
     assert r.llen(settings.queue) == 0
     assert sim.requests("primary") == 1
+
+
+def test_every_message_askq_builds_passes_the_contract_also_as_kombu_restores_it() -> None:
+    """The check refuses whatever build() does not write: a field added there must be added here."""
+    from core import message
+    from core.job import JobSpec
+
+    specs = [JobSpec.new("Where is my order?"),
+             JobSpec.new("Ünïcödé ✓ question?", context=["doc one", "doc two"], idempotency_key="key-1",
+                         metadata={"ticket": 4711, "vip": True, "note": None, "score": 0.5})]
+    for spec in specs:
+        for dispatch in (1, 7):
+            env = json.loads(message.build("askq", spec.model_dump(mode="json"), dispatch))
+            assert message.parse_envelope(env) == message.Delivery(spec, dispatch)
+            # kombu's restore of an unacked message marks it redelivered, in three places.
+            env["redelivered"] = env["headers"]["redelivered"] = True
+            env["properties"]["delivery_info"]["redelivered"] = True
+            assert message.parse_envelope(env) == message.Delivery(spec, dispatch)
