@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any, cast
@@ -15,6 +16,9 @@ from config.settings import Settings
 from core import keys, message, scripts
 from core.errors import JobNotFoundError
 from core.job import DeadReason, payload_text
+
+MAX_RAW_CHARS = 4000  # of a refused message kept in its record
+MAX_ERROR_CHARS = 2000
 
 
 class DeadLetter(BaseModel):
@@ -104,8 +108,13 @@ class DeadLetterQueue:
     def _is_stored_payload(self, job_id: str, payload: dict[str, Any] | None) -> bool:
         if payload is None:
             return False
-        stored = self.redis.hget(keys.job(job_id), "payload")
-        return stored is not None and stored == payload_text(payload)
+        try:
+            text = payload_text(payload)
+            stored = self.redis.hget(keys.job(job_id), "payload")
+        except (TypeError, ValueError, RecursionError):
+            # Not JSON, or an id Redis cannot encode (a lone surrogate): no producer stored that.
+            return False
+        return stored is not None and stored == text
 
     def _write(
         self,
@@ -120,22 +129,11 @@ class DeadLetterQueue:
         guard: tuple[str, str, str],
         now: float,
     ) -> str:
-        record = DeadLetter(
-            id=record_id,
-            job_id=job_id,
-            reason=reason,
-            error=scrub(error)[:2000],
-            payload=payload,
-            raw=scrub(raw)[:4000] if raw is not None else None,
-            history=history or [],
-            deliveries=deliveries,
-            created=float(payload["created"]) if payload and "created" in payload else None,
-            dead_at=now,
-        )
+        record, text = _record(record_id, job_id, reason, error, payload, raw, history, deliveries, now)
         job_key = keys.job(record_id)
         result = self._kill(
             keys=[job_key, keys.LEASES, keys.PENDING, keys.DLQ_INDEX, keys.dead_letter(record_id), keys.STATS],
-            args=[guard[0], record.text(), reason.value, record.error, now,
+            args=[guard[0], text, reason.value, record.error, now,
                   self.settings.result_ttl_s, record_id, self.settings.dlq_max_age_s, guard[1], guard[2]],
         )
         return str(result)
@@ -235,3 +233,67 @@ class DeadLetterQueue:
         records = self.list(reason=reason, limit=self.settings.dlq_max_records)
         self._drop_all([r.id for r in records])
         return len(records)
+
+
+def _record(
+    record_id: str, job_id: str | None, reason: DeadReason, error: Any, payload: dict[str, Any] | None,
+    raw: Any, history: list[dict[str, Any]] | None, deliveries: int, now: float,
+) -> tuple[DeadLetter, str]:
+    """The record and its JSON, whatever the data: what cannot be stored as given is kept as text.
+
+    Dead letters are where bad data ends up, so this must not fail on it (issue 9 A): a payload
+    with a lone surrogate, a `created` that is no number, a raw text of megabytes.
+    """
+    error_text = _bounded(error, MAX_ERROR_CHARS)
+    raw_text = None if raw is None else _bounded(raw, MAX_RAW_CHARS)
+    try:
+        record = DeadLetter(id=record_id, job_id=job_id, reason=reason, error=error_text, payload=payload,
+                            raw=raw_text, history=history or [], deliveries=deliveries,
+                            created=_created(payload), dead_at=now)
+        return record, record.text()
+    except Exception as exc:  # any data pydantic cannot hold or write out
+        why = f"{type(exc).__name__}: {_safe(str(exc))[:200]}"
+    kept = [raw_text or ""]
+    if payload is not None:
+        kept.append(f"payload: {_as_text(payload)}")
+    if history:
+        kept.append(f"history: {_as_text(history)}")
+    record = DeadLetter(
+        id=record_id, job_id=_safe(job_id) if job_id is not None else None, reason=reason,
+        error=_bounded(f"{error_text} [record kept as text: {why}]", MAX_ERROR_CHARS),
+        raw=_bounded("\n".join(k for k in kept if k), MAX_RAW_CHARS),
+        deliveries=deliveries if isinstance(deliveries, int) else 0, dead_at=now,
+    )
+    return record, record.model_dump_json()
+
+
+def _safe(text: str) -> str:
+    """Text that encodes as UTF-8 anywhere: a lone surrogate becomes its \\uXXXX escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _bounded(value: Any, limit: int) -> str:
+    # Scrubbed after a first cut (secrets may shorten it), so megabytes are never scanned whole.
+    text = value if isinstance(value, str) else _as_text(value)
+    return scrub(_safe(text[: limit * 4]))[:limit]
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value, default=repr)[: MAX_RAW_CHARS * 4]
+    except Exception:  # circular, or a repr that raises
+        try:
+            return repr(value)[: MAX_RAW_CHARS * 4]
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"
+
+
+def _created(payload: Any) -> float | None:
+    value = payload.get("created") if isinstance(payload, dict) else None
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        created = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return created if math.isfinite(created) else None

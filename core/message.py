@@ -2,7 +2,9 @@
 
 Producers, the reaper and dead-letter replay all put jobs on the queue through this one
 function, so a message is JSON the same way everywhere and producers need no worker code.
-The envelope is the one kombu's Redis transport stores in the queue list.
+The envelope is the one kombu's Redis transport stores in the queue list. parse_envelope()
+is the other half: the check every entry on the task queue passes before kombu or Celery
+reads it, so that askq's workers run only what build() could have written.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from core.errors import InvalidJobError
+from core.job import JobSpec, parse_spec
 
 TASK_NAME = "askq.answer"
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -71,7 +78,7 @@ def locate(stored: str) -> tuple[str, int] | None:
     try:
         entry = json.loads(stored)
         return locate_envelope(entry[0])
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         return None
 
 
@@ -83,8 +90,197 @@ def locate_envelope(envelope: Any) -> tuple[str, int] | None:
     try:
         info = json.loads(envelope["headers"]["kwargsrepr"])
         job_id, dispatch = info["job_id"], info["dispatch"]
-    except (ValueError, TypeError, KeyError, IndexError):
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
         return None
     if not isinstance(job_id, str) or not job_id or not isinstance(dispatch, int) or isinstance(dispatch, bool):
         return None
     return job_id, dispatch
+
+
+# The envelope askq accepts: exactly what build() writes, plus what kombu adds on redelivery
+# (`redelivered`, top level and in headers). Celery and kombu trust every one of these fields
+# before any task code runs, so a wrong type there crashed workers (issue 9 A); each is
+# checked here first. Values askq never varies (no ETA, expiry or Celery time limit) must be
+# exactly that: an ETA would park the message unacked in worker memory, an expiry would let
+# Celery revoke it without a record.
+_ENVELOPE_KEYS = {"body", "content-encoding", "content-type", "headers", "properties", "redelivered"}
+_EMBED_KEYS = {"callbacks", "errbacks", "chain", "chord"}
+_MAX_ID_CHARS = 256
+_MAX_HEADER_CHARS = 1024
+_TEXT = f"a string of at most {_MAX_HEADER_CHARS} characters, or null"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str_or_none(value: Any) -> bool:
+    # Celery logs and Flower shows these per message: a megabyte here is a megabyte per line.
+    return value is None or (isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS)
+
+
+def _delivery_info(value: Any) -> bool:
+    # kombu's QoS reads both keys of every message it records as unacked.
+    return (isinstance(value, dict) and set(value) <= {"exchange", "routing_key", "redelivered"}
+            and isinstance(value.get("exchange"), str) and isinstance(value.get("routing_key"), str)
+            and isinstance(value.get("redelivered", False), bool))
+
+
+def _short_str(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_ID_CHARS
+
+
+_HEADERS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lang": (_str_or_none, _TEXT),
+    "task": (lambda v: isinstance(v, str), "a string"),
+    "id": (_short_str, f"a non-empty string of at most {_MAX_ID_CHARS} characters"),
+    "shadow": (_str_or_none, _TEXT),
+    "eta": (lambda v: v is None, "null (askq never schedules a message for later)"),
+    "expires": (lambda v: v is None, "null (askq messages never expire)"),
+    "group": (_str_or_none, _TEXT),
+    "group_index": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "retries": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "timelimit": (lambda v: v is None or (isinstance(v, list) and v == [None, None]),
+                  "[null, null] (askq sets no Celery time limit)"),
+    "root_id": (_str_or_none, _TEXT),
+    "parent_id": (_str_or_none, _TEXT),
+    "argsrepr": (_str_or_none, _TEXT),
+    "kwargsrepr": (_str_or_none, _TEXT),
+    "origin": (_str_or_none, _TEXT),
+    "ignore_result": (lambda v: isinstance(v, bool), "true or false"),
+    "redelivered": (lambda v: isinstance(v, bool), "true or false"),
+}
+_PROPERTIES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "correlation_id": (_str_or_none, _TEXT),
+    "reply_to": (_str_or_none, _TEXT),
+    "delivery_mode": (lambda v: v is None or (v in (1, 2) and _is_int(v)), "1, 2 or null"),
+    "delivery_info": (_delivery_info, 'an object with string "exchange" and "routing_key"'),
+    "priority": (lambda v: v is None or (_is_int(v) and 0 <= v <= 255), "an integer 0-255 or null"),
+    "body_encoding": (lambda v: v == "base64", '"base64"'),
+    "delivery_tag": (_short_str, f"a non-empty string of at most {_MAX_ID_CHARS} characters"),
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A queue entry that passed every check: the job payload and its dispatch number."""
+
+    job: JobSpec
+    dispatch: int
+
+
+def parse_envelope(entry: Any) -> Delivery:
+    """Check a parsed queue entry against askq's message contract, or raise InvalidJobError
+    naming the first thing wrong. Total: no input makes it raise anything else."""
+    try:
+        return _parse_envelope(entry)
+    except InvalidJobError:
+        raise
+    except Exception as exc:  # a shape nobody foresaw: still a refusal, never a crash
+        raise InvalidJobError(f"message could not be checked: {type(exc).__name__}: {exc}") from None
+
+
+def _parse_envelope(entry: Any) -> Delivery:
+    if not isinstance(entry, dict):
+        raise InvalidJobError(f"queue entry is JSON {_kind(entry)}, not a message envelope (an object)")
+    extra = sorted(set(entry) - _ENVELOPE_KEYS)
+    if extra:
+        raise InvalidJobError(f"message envelope has unexpected fields {extra}")
+    for name in ("body", "headers", "properties"):
+        if name not in entry:
+            raise InvalidJobError(f"message envelope has no {name!r}")
+    content_type = entry.get("content-type")
+    if content_type != "application/json":
+        raise InvalidJobError(f"content-type must be application/json, got {_show(content_type)} "
+                              "(askq accepts JSON only, never pickle)")
+    if entry.get("content-encoding") != "utf-8":
+        raise InvalidJobError(f"content-encoding must be utf-8, got {_show(entry.get('content-encoding'))}")
+    _check_fields("headers", entry["headers"], _HEADERS, required=("task", "id"))
+    _check_fields("properties", entry["properties"], _PROPERTIES,
+                  required=("delivery_info", "delivery_tag", "body_encoding"))
+    task = entry["headers"]["task"]
+    if task != TASK_NAME:
+        raise InvalidJobError(f"unknown task name {task[:200]!r} (askq runs only {TASK_NAME})")
+    return _parse_body(entry["body"])
+
+
+def _check_fields(where: str, fields: Any, rules: dict[str, tuple[Callable[[Any], bool], str]],
+                  required: tuple[str, ...]) -> None:
+    if not isinstance(fields, dict):
+        raise InvalidJobError(f"{where} must be an object, got {_kind(fields)}")
+    for name in required:
+        if name not in fields:
+            raise InvalidJobError(f"{where}.{name} is missing")
+    for name, value in fields.items():
+        rule = rules.get(name)
+        if rule is None:
+            raise InvalidJobError(f"{where} has an unexpected field {str(name)[:100]!r}")
+        check, expected = rule
+        if not check(value):
+            raise InvalidJobError(f"{where}.{name} must be {expected}, got {_show(value)}")
+
+
+def _parse_body(body: Any) -> Delivery:
+    if not isinstance(body, str):
+        raise InvalidJobError(f"body must be base64 text, got {_kind(body)}")
+    try:
+        text = base64.b64decode(body, validate=True).decode("utf-8")
+    except (ValueError, TypeError) as exc:
+        raise InvalidJobError(f"body is not base64 of UTF-8 text: {exc}") from None
+    try:
+        decoded = json.loads(text)
+    except ValueError as exc:
+        raise InvalidJobError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJobError("body is not JSON askq accepts: nested too deeply") from None
+    if not (isinstance(decoded, list) and len(decoded) == 3):
+        raise InvalidJobError(f"body must be a JSON list [args, kwargs, embed], got {_kind(decoded)}"
+                              + (f" of {len(decoded)} elements" if isinstance(decoded, list) else ""))
+    args, kwargs, embed = decoded
+    if not isinstance(args, list):
+        raise InvalidJobError(f"body args must be a list, got {_kind(args)}")
+    if not isinstance(kwargs, dict):
+        raise InvalidJobError(f"body kwargs must be an object, got {_kind(kwargs)}")
+    if not isinstance(embed, dict) or set(embed) - _EMBED_KEYS or any(v is not None for v in embed.values()):
+        # Celery would run these as further tasks after this one (or merge them into its request).
+        raise InvalidJobError("body embed must be an object with only null callbacks, errbacks, chain, chord")
+    job, dispatch = parse_arguments(args, kwargs)
+    return Delivery(parse_job(job), dispatch)
+
+
+def parse_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, int]:
+    """The job payload and dispatch number of the answer task's arguments (not yet validated)."""
+    if args:
+        raise InvalidJobError(f"positional arguments are not accepted, got {len(args)}")
+    extra = set(kwargs) - {"job", "dispatch"}
+    if extra:
+        raise InvalidJobError(f"unexpected message fields: {sorted(str(k)[:100] for k in extra)}")
+    if "job" not in kwargs:
+        raise InvalidJobError("job: field required")
+    dispatch = kwargs.get("dispatch", 1)
+    if not _is_int(dispatch) or dispatch < 1:
+        raise InvalidJobError(f"dispatch: must be a positive integer, got {_show(dispatch)}")
+    return kwargs["job"], dispatch
+
+
+def parse_job(job: Any) -> JobSpec:
+    """parse_spec, plus the refusal of text that is not valid Unicode (a lone surrogate, which no
+    provider request, log line or stored record could encode)."""
+    try:
+        json.dumps(job, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidJobError("job: contains a lone surrogate (text that is not valid Unicode)") from None
+    return parse_spec(job)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A value in an error message: short, and always encodable."""
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -403,7 +403,7 @@ class Reaper:
 def _loads(raw: str) -> object:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # anyone can push anything onto the queue (issue 9 A)
         return None
 
 

@@ -8,10 +8,12 @@ from typing import Any
 import structlog
 from celery import Task
 
+from core.deadletter import MAX_RAW_CHARS
 from core.errors import InvalidJobError
-from core.job import DeadReason, check_limits, parse_spec
-from core.message import TASK_NAME
+from core.job import check_limits
+from core.message import TASK_NAME, parse_arguments, parse_job
 from workers.celeryapp import app
+from workers.consumer import record_invalid
 from workers.execution import execute
 from workers.runtime import get_runtime
 
@@ -28,33 +30,27 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task_id=task_id)
     try:
-        job, dispatch = _parse(args, kwargs)
-        spec = parse_spec(job)
+        job, dispatch = parse_arguments(args, kwargs)
+        spec = parse_job(job)
         s = rt.settings
         check_limits(spec, s.max_question_chars, s.max_context_docs, s.max_context_chars)
     except InvalidJobError as exc:
-        job_id = _job_id_of(kwargs)
-        raw = json.dumps({"args": args, "kwargs": kwargs}, default=str)[:4000]
-        payload = kwargs.get("job") if isinstance(kwargs.get("job"), dict) else None
-        rt.dlq.kill(job_id, DeadReason.INVALID_PAYLOAD, str(exc), payload=payload, raw=raw)
-        log.warning("message_dead_lettered", reason="invalid_payload", error=str(exc))
+        _dead_letter(task_id, args, kwargs, str(exc))
         return "invalid"
     structlog.contextvars.bind_contextvars(job_id=spec.id, attempt=dispatch)
-    return rt.call(execute(rt, spec, dispatch, task_id))
+    outcome = str(rt.call(execute(rt, spec, dispatch, task_id)))
+    if outcome == "missing":
+        # Well formed, but no such job: recorded rather than dropped, so no entry vanishes.
+        _dead_letter(task_id, args, kwargs, f"message names job {spec.id!r}, which askq has no record of "
+                     "(never submitted, or expired after result_ttl_s)")
+    return outcome
 
 
-def _parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int]:
-    if args:
-        raise InvalidJobError(f"positional arguments are not accepted, got {len(args)}")
-    extra = set(kwargs) - {"job", "dispatch"}
-    if extra:
-        raise InvalidJobError(f"unexpected message fields: {sorted(extra)}")
-    if "job" not in kwargs:
-        raise InvalidJobError("job: field required")
-    dispatch = kwargs.get("dispatch", 1)
-    if not isinstance(dispatch, int) or isinstance(dispatch, bool) or dispatch < 1:
-        raise InvalidJobError(f"dispatch: must be a positive integer, got {dispatch!r}")
-    return kwargs["job"], dispatch
+def _dead_letter(task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], error: str) -> None:
+    # The record keeps the task id (the message's identity in logs and Flower) with its arguments.
+    raw = json.dumps({"id": task_id, "args": args, "kwargs": kwargs}, default=repr)[:MAX_RAW_CHARS]
+    payload = kwargs.get("job") if isinstance(kwargs.get("job"), dict) else None
+    record_invalid(_job_id_of(kwargs), raw, error, payload)
 
 
 def _job_id_of(kwargs: dict[str, Any]) -> str | None:

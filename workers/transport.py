@@ -1,11 +1,15 @@
-"""Kombu's Redis transport, made to dead-letter queue entries it cannot even read.
+"""Kombu's Redis transport, made to dead-letter every queue entry askq will not run.
 
-Kombu pops an entry off the queue list with BRPOP and parses it as its JSON envelope before
-Celery sees anything. Raw garbage there (not JSON, not UTF-8, or JSON that is not an
-envelope) raises inside the consumer's event loop: the entry is already popped, so it is
-lost, and the consumer restarts its connection on every such entry. This channel records
-the entry as an `invalid_payload` dead letter instead and carries on with the next one.
-Envelopes that parse are left to Celery, whose refusals workers/consumer.py dead-letters.
+Relies on kombu 5.7's Redis transport (kombu/transport/redis.py, virtual/base.py): the
+channel pops an entry with BRPOP in `_brpop_read`, parses it as JSON and hands it to
+`Transport._deliver`, which builds a Message (decoding, even decompressing its body), adds it
+to the unacked hash and calls the consumer; Celery's strategy then reads its headers and body.
+Any of these steps raises on an entry of the wrong shape, inside the consumer's event loop,
+after BRPOP already removed the entry: the worker stopped, or restarted its connection, and
+the entry was lost (issue 9 A). So every entry is first checked whole against askq's message
+contract (core.message.parse_envelope); one that fails is dead-lettered here, before kombu
+records it anywhere, so there is nothing to acknowledge. Whatever still fails in kombu is
+dead-lettered too; what fails later, in Celery, is caught in workers/consumer.py.
 
 Its QoS also survives a channel closed after a Redis restart released the connection: restore,
 ack and reject there raise AttributeError in kombu, which would stop the worker process.
@@ -13,37 +17,19 @@ ack and reject there raise AttributeError in kombu, which would stop the worker 
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import structlog
 from kombu.transport import redis as kombu_redis
 
-from workers.consumer import dead_letter_raw
+from config.logging import scrub
+from core.deadletter import MAX_RAW_CHARS
+from core.errors import InvalidJobError
+from core.message import parse_envelope
+from workers.consumer import BROKER_ERRORS, dead_letter_entry, dead_letter_raw
 
 log = structlog.get_logger("askq.transport")
-
-
-def is_envelope(message: Any) -> bool:
-    """Whether a parsed queue entry has the shape kombu needs to build a Message from it."""
-    if not isinstance(message, dict) or not isinstance(message.get("body"), str | bytes):
-        return False
-    properties = message.get("properties")
-    if not (
-        isinstance(properties, dict)
-        and isinstance(properties.get("delivery_info"), dict)
-        and "delivery_tag" in properties
-        and isinstance(message.get("headers", {}), dict)
-    ):
-        return False
-    if properties.get("body_encoding") == "base64":
-        # Kombu decodes the body while building its Message, before anything could refuse it.
-        try:
-            base64.b64decode(message["body"], validate=True)
-        except (ValueError, TypeError):
-            return False
-    return True
 
 
 class QoS(kombu_redis.QoS):
@@ -89,17 +75,55 @@ class Channel(kombu_redis.Channel):
             dead_letter_raw(raw, f"queue entry is not UTF-8 text: {exc.reason}")
         except json.JSONDecodeError as exc:
             dead_letter_raw(exc.doc, f"queue entry is not a JSON message envelope: {exc}")
+        except RecursionError as exc:
+            dead_letter_raw(_popped_entry(exc), "queue entry is JSON nested too deeply to read")
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's limit)
+            dead_letter_raw(_popped_entry(exc), f"queue entry is JSON askq cannot read: {exc}")
         return True
 
 
+def _is_celery_own(queue: str) -> bool:
+    """Whether a queue carries Celery's own traffic, not tasks: remote control and its replies
+    (kombu's pidbox: `<node>.celery.pidbox`, `<oid>.reply.celery.pidbox`) and events (`celeryev.*`)."""
+    return queue.endswith(".pidbox") or queue.startswith("celeryev.")
+
+
+def _popped_entry(exc: BaseException) -> str:
+    """The entry kombu's `_brpop_read` popped (its local `item`), from the traceback of its failure.
+
+    json.loads raises RecursionError on deep nesting without the text (unlike JSONDecodeError's
+    `doc`), and the entry is already off the queue; its first MAX_RAW_CHARS are all the record
+    keeps, so they are read from kombu 5.7's frame. Empty if that frame is not found.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_brpop_read":
+            item = tb.tb_frame.f_locals.get("item")
+            if isinstance(item, bytes):
+                return item[:MAX_RAW_CHARS].decode("utf-8", errors="replace")
+            if isinstance(item, str):
+                return item[:MAX_RAW_CHARS]
+        tb = tb.tb_next
+    return ""
+
+
 class Transport(kombu_redis.Transport):
-    """Kombu's Redis transport with askq's Channel and an envelope check before delivery."""
+    """Kombu's Redis transport with askq's Channel and the message contract checked before delivery."""
 
     Channel = Channel
 
     def _deliver(self, message: Any, queue: str) -> None:
-        if not is_envelope(message):
-            dead_letter_raw(json.dumps(message, default=str)[:4000],
-                            "queue entry is JSON but not a message envelope (or its body is not base64)")
-            return
-        super()._deliver(message, queue)  # type: ignore[no-untyped-call]
+        if not _is_celery_own(queue):
+            try:
+                parse_envelope(message)
+            except InvalidJobError as exc:
+                dead_letter_entry(message, str(exc))
+                return
+        try:
+            super()._deliver(message, queue)  # type: ignore[no-untyped-call]
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:
+            # Passed the contract yet kombu or Celery raised on it: still this entry's fault.
+            log.warning("delivery_failed", error=scrub(repr(exc))[:500])
+            dead_letter_entry(message, f"message could not be delivered: {type(exc).__name__}: {exc}")
