@@ -49,7 +49,7 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     prefetched: Prefetched | None = claim_reads
     if claimed == "missing":
         # A valid message without a job record (expired after its result TTL, or sent by hand):
-        # there is no job to answer for, so it is acknowledged and skipped.
+        # nothing to answer for here; the task records the message as a dead letter.
         log.warning("job_record_missing")
         return "missing"
     if claimed != "ok":
