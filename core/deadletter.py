@@ -37,16 +37,6 @@ class DeadLetter(BaseModel):
     created: float | None = None
     dead_at: float
 
-    def text(self) -> str:
-        """The record as stored. json.dumps escapes what UTF-8 cannot encode (a lone surrogate in
-        a job's text), where pydantic's JSON writer raises, so such a job still gets its record."""
-        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"))
-
-    @classmethod
-    def parse(cls, text: str | bytes) -> DeadLetter:
-        """A stored record (json.loads reads the escapes text() may write; pydantic's reader refuses them)."""
-        return cls.model_validate(json.loads(text))
-
 
 class DeadLetterQueue:
     """Dead-letter records in Redis, trimmed by count and age."""
@@ -174,7 +164,7 @@ class DeadLetterQueue:
             for raw in self.redis.mget([keys.dead_letter(i) for i in chunk]):
                 if raw is None:
                     continue
-                record = DeadLetter.parse(raw)
+                record = DeadLetter.model_validate_json(raw)
                 if reason is None or record.reason is reason:
                     found.append(record)
                     if len(found) >= limit:
@@ -185,7 +175,7 @@ class DeadLetterQueue:
         raw = self.redis.get(keys.dead_letter(record_id))
         if raw is None:
             raise JobNotFoundError(f"no dead letter {record_id!r}")
-        return DeadLetter.parse(raw)
+        return DeadLetter.model_validate_json(raw)
 
     def server_time(self) -> float:
         """Now on Redis's clock, the one deaths are stamped with (a host's clock may be off)."""
@@ -250,7 +240,7 @@ def _record(
         record = DeadLetter(id=record_id, job_id=job_id, reason=reason, error=error_text, payload=payload,
                             raw=raw_text, history=history or [], deliveries=deliveries,
                             created=_created(payload), dead_at=now)
-        return record, record.text()
+        return record, record.model_dump_json()
     except Exception as exc:  # any data pydantic cannot hold or write out
         why = f"{type(exc).__name__}: {_safe(str(exc))[:200]}"
     kept = [raw_text or ""]

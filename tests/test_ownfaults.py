@@ -9,6 +9,7 @@ message parsing may too, but neither is what is tested here.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from structlog.testing import capture_logs
 
 from config.settings import Settings
 from core import keys, message, scripts
-from core.deadletter import DeadLetterQueue
+from core.deadletter import DeadLetter, DeadLetterQueue
 from core.job import DeadReason, JobSpec, payload_text
 from sim.answers import answer_for
 from tests.conftest import Sim, wait_for
@@ -41,7 +42,8 @@ def _write_job(r: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     payload = spec.model_dump(mode="json")
     created = r.register_script(scripts.SUBMIT)(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS],
-        args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id])
+        args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
+              settings.queue])
     assert created == 1
 
 
@@ -73,8 +75,13 @@ def test_job_whose_text_cannot_be_encoded_is_dead_lettered_internal_error(runtim
     assert (fields["state"], fields["reason"]) == ("dead", DeadReason.INTERNAL_ERROR.value)
     assert "UnicodeEncodeError" in fields["error"] and "not the provider" in fields["error"]
     [record] = DeadLetterQueue(r, settings).list()
-    assert record.reason is DeadReason.INTERNAL_ERROR and record.payload is not None
-    assert record.payload["context"] == spec.context  # kept exactly, for inspection and replay
+    assert record.reason is DeadReason.INTERNAL_ERROR
+    # A record is shown by the API, the CLI and pages, so it holds only text that encodes: the
+    # payload is kept in its raw text with the bad character escaped, for inspection.
+    assert record.payload is None and record.raw is not None
+    escaped = json.dumps(LONE_SURROGATE)[1:-1]
+    assert f"Scanned page{escaped} 1" in record.raw and "record kept as text" in record.error
+    assert DeadLetter.model_validate_json(record.model_dump_json()) == record
     # Never sent, never retried, never counted: no request reached either tier.
     assert sim.requests("primary") == 0 and sim.requests("secondary") == 0
     _breaker_untouched(r)
