@@ -66,24 +66,24 @@ def _has_result(view: JobView | None) -> bool:
 
 
 def write_marks(client: Client, ids: list[str], views: dict[str, JobView | None]) -> dict[str, int]:
-    """How often outcomes were written: duplicates, upgrades and re-dispatched jobs."""
+    """How often outcomes were written: duplicates, refused late writes and re-dispatched jobs."""
     pipe = client.redis.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(keys.job(job_id), ["result_writes", "upgrades", "dispatch"])
+        pipe.hmget(keys.job(job_id), ["result_writes", "late_writes", "dispatch"])
         pipe.exists(keys.dead_letter(job_id))
     replies = pipe.execute()
     marks = [[int(x or 0) for x in fields] for fields in replies[0::2]]
     lettered = [bool(x) for x in replies[1::2]]
     # A duplicate is a job whose outcome was written twice: a second result write, or both a
-    # result and a dead letter. Upgrades (a degraded answer replaced by a real one) are allowed
-    # and counted apart; so are re-runs (jobs dispatched more than once), which wrote nothing twice.
+    # result and a dead letter. Late writes (a run that lost its lease, refused: a stored result is
+    # final) are counted apart; so are re-runs (jobs dispatched more than once), which wrote nothing twice.
     duplicates = sum(
         1 for (w, _, _), dead_letter, job_id in zip(marks, lettered, ids, strict=True)
         if w > 1 or (dead_letter and (w > 0 or _has_result(views.get(job_id))))
     )
     return {
         "duplicates": duplicates,
-        "upgrades": sum(u for _, u, _ in marks),
+        "late_writes": sum(u for _, u, _ in marks),
         "redispatched": sum(1 for _, _, d in marks if d > 1),
     }
 

@@ -19,7 +19,7 @@ KOMBU_UNACKED_INDEX = "unacked_index"
 # HASH per job — owner: store (producers create, workers advance). Fields: state, payload,
 # created, updated, queue (the queue it was submitted to; every requeue goes back there),
 # dispatch (enqueue sequence), delivery (deliveries for the poison cap),
-# lease, lease_until, worker, started, result, source, degraded, result_writes, upgrades,
+# lease, lease_until, worker, started, result, source, degraded, result_writes,
 # late_writes (refused writes of runs that no longer held it), ended_by (token of the run whose
 # result or durable retry ended its lease: a retried write is recognised),
 # reason, error, attempts and dead_at (when dead), losses (JSON: per lost delivery, the worker

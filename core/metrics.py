@@ -45,7 +45,6 @@ PLAIN = {
     "dead": ("askq_jobs_dead", "jobs dead-lettered"),
     "fallbacks": ("askq_fallbacks", "times a job moved on to the next tier"),
     "cache_hits": ("askq_cache_hits", "answers served from the cache"),
-    "upgraded": ("askq_results_upgraded", "degraded results replaced by a provider answer"),
     "late_writes": ("askq_late_writes_refused", "result writes refused: the run no longer held the job"),
 }
 # Running jobs read per scrape for the oldest-job gauge; more than this is itself the alarm.

@@ -114,7 +114,6 @@ def test_stored_result_is_final_and_late_writes_are_refused_and_counted(settings
     assert r.hget(keys.job(job_id), "result_writes") == "1"
     assert r.hget(keys.job(job_id), "late_writes") == "3"
     assert r.hget(keys.STATS, "late_writes") == "3"
-    assert not r.hget(keys.job(job_id), "upgrades") and not r.hget(keys.STATS, "upgraded")
 
 
 def test_dead_letters_are_trimmed_by_count_and_age(settings: Settings, r: redis.Redis) -> None:

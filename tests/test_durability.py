@@ -86,7 +86,6 @@ def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
     assert frozen.poll() is None
     assert _writes(r, job_id) == 1
     assert r.hget(keys.job(job_id), "result") == stored
-    assert not r.hget(keys.job(job_id), "upgrades")
 
 
 def test_job_that_kills_its_worker_is_poison_after_three_deliveries(
