@@ -102,7 +102,12 @@ def _run(opts: Options, var_dir: Path | None) -> dict[str, Any]:
                 until = min(stop_at, time.monotonic() + own)
                 started = time.monotonic()
                 run.crew.event("phase_started")
-                run.on_time[name] = phases.RUNNERS[name](run, until)
+                try:
+                    run.on_time[name] = phases.RUNNERS[name](run, until)
+                except Exception as exc:  # one broken phase must not hide the others' checks
+                    run.on_time[name] = False
+                    run.figures.setdefault(name, {})["error"] = f"{type(exc).__name__}: {exc}"
+                    console.print(f"[{name}] stopped by an error: {type(exc).__name__}: {exc}")
                 console.print(f"[{name}] done in {time.monotonic() - started:.0f} s, on time: {run.on_time[name]}")
             run.crew.phase = "end"
             run.reader.poll(force=True)

@@ -90,7 +90,7 @@ def verdict(run: Run) -> dict[str, Any]:
         "recovery_max_s": check("recovery_max_s", round(max(recovery, default=0.0), 2), bound),
         "innocent_poison": check("innocent_poison", len(innocent), 0),
         "worker_deaths": check("worker_deaths", len(run.crew.deaths), 0),
-        "phases_over_deadline": check("phases_over_deadline", sum(not ok for ok in run.on_time.values()), 0),
+        "phases_incomplete": check("phases_incomplete", sum(not ok for ok in run.on_time.values()), 0),
     }
     out: dict[str, Any] = {
         "jobs": len(ids), "states": states, "lost": lost, "duplicates": duplicates,
@@ -111,16 +111,16 @@ def verdict(run: Run) -> dict[str, Any]:
         checks["malformed_not_dead_lettered_once"] = check("malformed_not_dead_lettered_once", len(wrong) + surplus, 0)
         out |= {"invalid_sent": len(run.entries), "invalid_dead_lettered": sum(1 for c in counts.values() if c >= 1),
                 "malformed_records": counts, "malformed_wrong": wrong, "malformed_surplus_records": surplus}
-    if "redis_freeze" in run.figures:
+    if "redis_freeze" in run.figures and "error" not in run.figures["redis_freeze"]:
         fig = run.figures["redis_freeze"]
         checks["redis_freeze_jobs_running"] = check("redis_freeze_jobs_running", int(fig["all_running_before"]), 1)
-    if "late_worker" in run.figures:
+    if "late_worker" in run.figures and "error" not in run.figures["late_worker"]:
         fig = run.figures["late_worker"]
         held = set(fig.pop("held"))
         fig["held_replaced"] = sum(1 for j in replaced if j in held)
         checks["late_worker_held_seen_degraded"] = check("late_worker_held_seen_degraded",
                                                          fig["held_seen_degraded"], 1)
-    if "slow_provider" in run.figures:
+    if "slow_provider" in run.figures and "error" not in run.figures["slow_provider"]:
         fig = run.figures["slow_provider"]
         checks["slow_provider_run_max_s"] = check("slow_provider_run_max_s", fig["run_max_s"], fig["bound_s"])
     out["checks"] = checks
