@@ -46,16 +46,22 @@ class Crew:
     replacements_left: int = 0
     _watched: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=dict)
-    _concurrency: int = 50
+    _concurrency: int = 0
 
     def event(self, what: str, **fields: Any) -> None:
         self.events.append({"at": round(time.time(), 3), "phase": self.phase, "event": what, **fields})
 
     def staff(self, count: int, concurrency: int, replacements: int = 3, **env: str) -> None:
-        """Retire the current workers and start `count` fresh ones with these settings."""
-        self.retire()
+        """Have `count` live workers with these settings: the current ones are kept if they have
+        them (a worker takes seconds to start), the others retired."""
+        if (dict(env), concurrency) != (self._env, self._concurrency):
+            self.retire()
+        while len(self.live) > count:
+            extra = self.live.pop()
+            self.ended_on_purpose.add(extra.pid)
+            self.stack.kill_worker(extra, signal.SIGTERM)
         self._env, self._concurrency, self.replacements_left = dict(env), concurrency, replacements
-        for _ in range(count):
+        while len(self.live) < count:
             self.hire()
 
     def hire(self) -> subprocess.Popen[bytes]:

@@ -148,7 +148,7 @@ def budget_s(run_opts: Options, phase: str, lease_s: float) -> float:
         "redis_freeze": 30 + o.redis_freeze_s + 3 * (model_s + lease_s) + 20,
         "late_worker": 40 + o.worker_freeze_s + 3 * lease_s + 60,
         "slow_provider": 40 + ladder_bound_s(chaos_providers("http://127.0.0.1:1/v1")) + 30,
-        "burst": 40 + 30 + 2 * lease_s,
+        "burst": 30 + 2 * lease_s,
     }[phase]
 
 
@@ -238,8 +238,9 @@ def redis_freeze(run: Run, until: float, jobs: int = 20) -> bool:
     return done
 
 
-def late_worker(run: Run, until: float, concurrency: int = 50) -> bool:
+def late_worker(run: Run, until: float) -> bool:
     o, crew, stack = run.opts, run.crew, run.stack
+    concurrency = o.concurrency
     simcontrol.put(stack.sim_url, simcontrol.healthy(3.0))
     run.staff(2, concurrency)
     ids = run.submit("late_worker", 4 * concurrency)
@@ -272,7 +273,7 @@ def late_worker(run: Run, until: float, concurrency: int = 50) -> bool:
 def slow_provider(run: Run, until: float, jobs: int = 20) -> bool:
     stack = run.stack
     simcontrol.put(stack.sim_url, simcontrol.slow_primary(0.2))
-    run.staff(1, max(50, jobs))
+    run.staff(1, run.opts.concurrency)
     bound = ladder_bound_s(chaos_providers(stack.sim_url))
     t0 = time.time()
     ids = run.submit("slow_provider", jobs)
@@ -300,7 +301,7 @@ def slow_provider(run: Run, until: float, jobs: int = 20) -> bool:
 def burst(run: Run, until: float, jobs: int = 50) -> bool:
     stack = run.stack
     simcontrol.put(stack.sim_url, simcontrol.healthy(run.opts.latency_s))
-    run.staff(2, 20, replacements=4)
+    run.staff(2, run.opts.concurrency, replacements=4)
     run.entries = malformed_entries(run.settings.queue, run.tag.replace("-", "").replace(".", ""))
     run.burst_started = time.time()
     run.r.lpush(run.settings.queue, *[e.data for e in run.entries])
