@@ -141,6 +141,8 @@ class Crew:
         return held
 
     def resume(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
+            return
         proc.send_signal(signal.SIGCONT)
         self.live.append(proc)
         self.event("resumed", pid=proc.pid)

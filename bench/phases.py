@@ -161,7 +161,7 @@ def mix(run: Run, until: float) -> bool:
     t0 = time.monotonic()
     frozen = None
     freeze_at, resume_at, restart_at = o.every_s / 2, o.every_s / 2 + run.lease_s + 2, o.every_s * 1.5
-    next_kill, restarted, last_check, done = o.every_s, False, 0.0, False
+    next_kill, restarted, resumed, last_check, done = o.every_s, False, False, 0.0, False
     while time.monotonic() < min(until, run.stop_at):
         t = time.monotonic() - t0
         try:
@@ -169,8 +169,9 @@ def mix(run: Run, until: float) -> bool:
                 frozen = target
                 crew.strike(frozen, signal.SIGSTOP, "froze")
                 crew.hire()
-            if frozen is not None and frozen not in crew.live and t >= resume_at:
+            if frozen is not None and not resumed and t >= resume_at:
                 crew.resume(frozen)
+                resumed = True
             if not restarted and t >= restart_at:
                 assert stack.redis is not None
                 stack.redis.restart()
@@ -185,7 +186,7 @@ def mix(run: Run, until: float) -> bool:
                     crew.strike(victim, signal.SIGKILL, "killed")
                     crew.hire()
                 next_kill += o.every_s
-            events_done = restarted and frozen is not None and frozen in crew.live
+            events_done = restarted and resumed
             if events_done and time.monotonic() - last_check >= 1.0:
                 last_check = time.monotonic()
                 done = run.all_terminal(ids)
@@ -195,7 +196,7 @@ def mix(run: Run, until: float) -> bool:
             pass  # Redis is restarting: the scenario carries on
         run.tick()
         time.sleep(0.2)
-    if frozen is not None and frozen not in crew.live:
+    if frozen is not None and not resumed:
         crew.resume(frozen)
     return done
 

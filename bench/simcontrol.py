@@ -7,11 +7,11 @@ must never enter the mix by accident.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 
-from sim.faults import FAULT_KINDS
+from sim.faults import FaultKind
 
 CLASSIC_FAULT_KINDS: tuple[str, ...] = (
     "rate_limit", "server_error", "timeout", "hang", "reset", "malformed", "truncated", "empty",
@@ -19,8 +19,9 @@ CLASSIC_FAULT_KINDS: tuple[str, ...] = (
 )
 
 # The slow-provider phase's fault: `trickle` (reply sent a byte at a time) once the simulator
-# has it, else `hang` (nothing sent for a long time) as a stand-in. The one switch between them.
-SLOW_FAULT_KIND = "trickle" if "trickle" in FAULT_KINDS else "hang"
+# has it, else `hang` (nothing sent for a long time) as a stand-in. The one switch between them;
+# read from the kinds the simulator accepts (FaultKind), which may list kinds FAULT_KINDS leaves out.
+SLOW_FAULT_KIND = "trickle" if "trickle" in get_args(FaultKind) else "hang"
 
 
 def mix(share: float = 0.30, hang_s: float = 8.0) -> dict[str, Any]:
