@@ -257,6 +257,14 @@ def late_worker(run: Run, until: float) -> bool:
                             t_freeze + o.worker_freeze_s + 3 * run.lease_s + 20)
         simcontrol.put(stack.sim_url, simcontrol.healthy(0.2))
         crew.event("providers_healthy")
+        # Healthy for askq too: the 500s opened the breakers, and only a successful call closes
+        # them; a few fresh jobs make those calls, so the resumed worker's runs find the
+        # primary open to them instead of skipping to the default answer.
+        healed, heal_until = False, time.monotonic() + o.worker_freeze_s + 30
+        while not healed and time.monotonic() < min(heal_until, until):
+            heal = run.submit("late_worker", 1)
+            healed = run.wait(lambda heal=heal: "primary" in _sources(run, heal),  # type: ignore[misc]
+                              time.monotonic() + 1.0)
         run.sleep(max(0.0, t_freeze + o.worker_freeze_s - time.monotonic()))
     finally:
         crew.resume(frozen)
@@ -265,8 +273,10 @@ def late_worker(run: Run, until: float) -> bool:
     done = run.wait(lambda: run.all_terminal(ids) and crew.inflight(frozen) == 0, until)
     degraded = [j for j in held if j in run.reader.first and run.reader.first[j][0] in ("default", "cache")]
     run.figures["late_worker"] = {
-        "jobs": len(ids), "frozen_s": round(time.monotonic() - t_freeze, 1), "frozen_held": len(held),
-        "answered_while_frozen": answered, "held_seen_degraded": len(degraded), "held": held,
+        "jobs": len(run.ids["late_worker"]), "frozen_s": round(time.monotonic() - t_freeze, 1),
+        "frozen_held": len(held),
+        "answered_while_frozen": answered, "healed_before_resume": healed, "held_seen_degraded": len(degraded),
+        "held": held,
     }
     return done
 

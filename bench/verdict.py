@@ -55,6 +55,8 @@ def verdict(run: Run) -> dict[str, Any]:
     lost = duplicates = double_terminal = upgrades = 0
     recovery: list[float] = []
     reclaim: list[float] = []
+    phase_of = {j: phase for phase, phase_ids in run.ids.items() for j in phase_ids}
+    recovery_by_phase: dict[str, list[float]] = {}
     for i, job_id in enumerate(ids):
         (state, result, writes, updated, upgraded, _), has_dlq = replies[2 * i], replies[2 * i + 1]
         states[str(state)] = states.get(str(state), 0) + 1
@@ -74,6 +76,7 @@ def verdict(run: Run) -> dict[str, Any]:
             first = run.reader.first.get(job_id)
             ended = first[2] if first else float(res.get("finished") or updated or 0)
             recovery.append(max(0.0, ended - run.crew.struck[job_id]))
+            recovery_by_phase.setdefault(phase_of[job_id], []).append(recovery[-1])
             if res.get("started"):
                 reclaim.append(max(0.0, float(res["started"]) - run.crew.struck[job_id]))
     replaced = run.reader.replaced(results)
@@ -123,6 +126,9 @@ def verdict(run: Run) -> dict[str, Any]:
     if "slow_provider" in run.figures and "error" not in run.figures["slow_provider"]:
         fig = run.figures["slow_provider"]
         checks["slow_provider_run_max_s"] = check("slow_provider_run_max_s", fig["run_max_s"], fig["bound_s"])
+    for phase, times in recovery_by_phase.items():
+        run.figures.setdefault(phase, {}).update(
+            reclaimed=len(times), recovery_p95_s=round(percentile(times, 95), 2), recovery_max_s=round(max(times), 2))
     out["checks"] = checks
     out["phases"] = run.figures | {p: run.figures.get(p, {}) | {"on_time": ok} for p, ok in run.on_time.items()}
     out["passed"] = all(c["passed"] for c in checks.values())

