@@ -43,7 +43,10 @@ def parse_phases(names: str | None, skip: str | None = None) -> tuple[str, ...]:
     unknown = sorted(set(chosen + skipped) - set(PHASES))
     if unknown:
         raise ValueError(f"unknown chaos phase(s) {unknown}; phases are {', '.join(PHASES)}")
-    return tuple(p for p in PHASES if p in chosen and p not in skipped)
+    left = tuple(p for p in PHASES if p in chosen and p not in skipped)
+    if not left:
+        raise ValueError("no chaos phase left to run (--skip leaves out every phase chosen)")
+    return left
 
 
 def _fresh_store(stack: Stack) -> None:

@@ -95,6 +95,8 @@ def test_phases_are_chosen_in_order_and_a_bad_name_is_refused() -> None:
     assert parse_phases(None, "slow_provider") == ("mix", "redis_freeze", "late_worker", "burst")
     with pytest.raises(ValueError, match="unknown chaos phase"):
         parse_phases("mix,nope")
+    with pytest.raises(ValueError, match="no chaos phase left"):
+        parse_phases("burst", "burst")
     proc = subprocess.run([sys.executable, "-m", "askq", "chaos", "--phases", "nope"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "unknown chaos phase(s) ['nope']" in proc.stderr
