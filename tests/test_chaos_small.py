@@ -101,3 +101,15 @@ def test_phases_are_chosen_in_order_and_a_bad_name_is_refused() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2 and "unknown chaos phase(s) ['nope']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--redis-freeze", "0"], "argument --redis-freeze: must be a positive number of seconds, got '0'"),
+    (["--worker-freeze", "soon"], "argument --worker-freeze: not a number: 'soon'"),
+    (["--deadline", "inf"], "argument --deadline: must be a positive number of seconds, got 'inf'"),
+    (["--skip", "mix,redis_freeze,late_worker,slow_provider,burst"], "no chaos phase left to run"),
+])
+def test_bad_chaos_options_get_a_clear_error(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "askq", "chaos", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
