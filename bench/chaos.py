@@ -7,10 +7,11 @@ store is judged (bench/verdict.py): each promise is a check with a value, a boun
 verdict, and the run fails (exit 1) when any check does.
 
 Recovery time of a reclaimed job: from the moment its worker was killed or frozen (the job
-was `running` under that worker just before) to the moment a reader first saw it terminal by
-another delivery (the result's `finished`, or `updated` for a dead job). It includes the
-lease expiry, the reaper's requeue, the wait behind the queue's backlog and the new run.
-Reclaim time is the same up to the moment another worker claimed it (the new run's start).
+was `running` under that worker just before; the last such moment for a job struck twice)
+to the moment a reader first saw it terminal by another delivery (the result's `finished`,
+or `updated` for a dead job). It includes the lease expiry, the reaper's requeue, the wait
+behind the queue's backlog and the new run. Reclaim time is the same up to the moment
+another worker claimed it (the new run's start).
 """
 
 from __future__ import annotations

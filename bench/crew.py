@@ -31,7 +31,8 @@ class Crew:
     live: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # pids the run itself ended (kill schedule, retirement between phases)
     ended_on_purpose: set[int] = field(default_factory=set)
-    # job id -> time its worker was killed or frozen while it held the job (the first time)
+    # job id -> time its worker was last killed or frozen while it held the job: a job struck
+    # twice recovers from the second blow, the first one's recovery ended when it ran again
     struck: dict[str, float] = field(default_factory=dict)
     # job id -> how many of its runs the run itself ended (kills and freezes)
     strikes: dict[str, int] = field(default_factory=dict)
@@ -129,7 +130,7 @@ class Crew:
         now = time.time()
         held = self.held_by(proc)
         for job_id in held:
-            self.struck.setdefault(job_id, now)
+            self.struck[job_id] = now
             self.strikes[job_id] = self.strikes.get(job_id, 0) + 1
         if sig == signal.SIGKILL:
             self.ended_on_purpose.add(proc.pid)

@@ -101,7 +101,8 @@ def verdict(run: Run) -> dict[str, Any]:
         "replaced_jobs": replaced[:20], "innocent_poison": len(innocent),
         # job id -> runs the scenario itself ended (at most max_strikes by design)
         "innocent_poison_jobs": {j: run.crew.strikes.get(str(j), 0) for j in innocent[:20]},
-        "reclaimed": len(recovery), "recovery_p95_s": round(percentile(recovery, 95), 2),
+        "reclaimed": len(recovery), "struck_twice": sum(1 for n in run.crew.strikes.values() if n > 1),
+        "recovery_p95_s": round(percentile(recovery, 95), 2),
         "recovery_max_s": checks["recovery_max_s"]["value"], "recovery_bound_s": bound,
         "reclaim_p95_s": round(percentile(reclaim, 95), 2), "reclaim_max_s": round(max(reclaim, default=0.0), 2),
         "worker_deaths": run.crew.deaths, "finished_in_time": all(run.on_time.values()),
