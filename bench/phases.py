@@ -243,7 +243,12 @@ def late_worker(run: Run, until: float) -> bool:
     o, crew, stack = run.opts, run.crew, run.stack
     concurrency = o.concurrency
     simcontrol.put(stack.sim_url, simcontrol.healthy(3.0))
-    run.staff(2, concurrency)
+    # Calls outlive the freeze: on waking, the frozen worker reads the answers waiting in its
+    # sockets instead of timing out all at once. And no breaker opens in this phase: the 500s
+    # or those timeouts would open it, and runs skipping to the default answer replace nothing;
+    # the phase is about a late result write, not about the breaker.
+    providers = default_providers(stack.sim_url, timeout_s=o.worker_freeze_s + 20)
+    run.staff(2, concurrency, ASKQ_PROVIDERS=json.dumps(providers), ASKQ_BREAKER__MIN_REQUESTS="1000000")
     ids = run.submit("late_worker", 4 * concurrency)
     run.wait(lambda: max(len(crew.held_by(p)) for p in crew.live) >= concurrency // 2, time.monotonic() + 30)
     frozen = crew.busiest() or crew.live[0]
@@ -257,14 +262,11 @@ def late_worker(run: Run, until: float) -> bool:
                             t_freeze + o.worker_freeze_s + 3 * run.lease_s + 20)
         simcontrol.put(stack.sim_url, simcontrol.healthy(0.2))
         crew.event("providers_healthy")
-        # Healthy for askq too: the 500s opened the breakers, and only a successful call closes
-        # them; a few fresh jobs make those calls, so the resumed worker's runs find the
-        # primary open to them instead of skipping to the default answer.
-        healed, heal_until = False, time.monotonic() + o.worker_freeze_s + 30
+        # Healthy as askq sees it: fresh jobs until one is answered by the primary.
+        healed, heal_until, heal = False, time.monotonic() + o.worker_freeze_s + 30, list[str]()
         while not healed and time.monotonic() < min(heal_until, until):
-            heal = run.submit("late_worker", 1)
-            healed = run.wait(lambda heal=heal: "primary" in _sources(run, heal),  # type: ignore[misc]
-                              time.monotonic() + 1.0)
+            heal.extend(run.submit("late_worker", 1))
+            healed = run.wait(lambda: "primary" in _sources(run, heal), time.monotonic() + 1.0)
         run.sleep(max(0.0, t_freeze + o.worker_freeze_s - time.monotonic()))
     finally:
         crew.resume(frozen)
