@@ -211,10 +211,11 @@ def redis_freeze(run: Run, until: float, jobs: int = 20) -> bool:
     simcontrol.put(stack.sim_url, simcontrol.healthy(model_s))
     run.staff(1, max(50, jobs), ASKQ_CACHE_FAST_PATH="false", ASKQ_PROVIDERS=json.dumps(providers))
     ids = run.submit("redis_freeze", jobs)
-    running = run.wait(lambda: run.states(ids).count("running") == len(ids), time.monotonic() + 30)
+    run.wait(lambda: run.states(ids).count("running") == len(ids), time.monotonic() + 60)
     run.sleep(3.0)
+    running = run.states(ids).count("running")
     pid = stack.redis.proc.pid
-    console.print(f"[redis_freeze] {jobs} jobs running: {running}; freezing redis {pid} for {o.redis_freeze_s} s")
+    console.print(f"[redis_freeze] {running} of {jobs} jobs running; freezing redis {pid} for {o.redis_freeze_s} s")
     crew.event("redis_frozen", pid=pid, seconds=o.redis_freeze_s)
     stack.redis.proc.send_signal(signal.SIGSTOP)
     try:
@@ -232,7 +233,7 @@ def redis_freeze(run: Run, until: float, jobs: int = 20) -> bool:
         pipe.hget(keys.job(job_id), "delivery")
     deliveries = [int(d or 0) for d in pipe.execute()]
     run.figures["redis_freeze"] = {
-        "jobs": jobs, "freeze_s": o.redis_freeze_s, "model_latency_s": model_s, "all_running_before": running,
+        "jobs": jobs, "freeze_s": o.redis_freeze_s, "model_latency_s": model_s, "running_at_freeze": running,
         "deliveries": {str(d): deliveries.count(d) for d in sorted(set(deliveries))},
         "deliveries_max": max(deliveries, default=0),
     }

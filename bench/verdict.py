@@ -117,7 +117,7 @@ def verdict(run: Run) -> dict[str, Any]:
                 "malformed_records": counts, "malformed_wrong": wrong, "malformed_surplus_records": surplus}
     if "redis_freeze" in run.figures and "error" not in run.figures["redis_freeze"]:
         fig = run.figures["redis_freeze"]
-        checks["redis_freeze_jobs_running"] = check("redis_freeze_jobs_running", int(fig["all_running_before"]), 1)
+        checks["redis_freeze_jobs_running"] = check("redis_freeze_jobs_running", fig["running_at_freeze"], 1)
     if "late_worker" in run.figures and "error" not in run.figures["late_worker"]:
         fig = run.figures["late_worker"]
         held = set(fig.pop("held"))
