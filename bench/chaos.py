@@ -107,6 +107,7 @@ def _run(opts: Options, var_dir: Path | None) -> dict[str, Any]:
                 started = time.monotonic()
                 run.crew.event("phase_started")
                 try:
+                    run.close_breakers()
                     run.on_time[name] = phases.RUNNERS[name](run, until)
                 except Exception as exc:  # one broken phase must not hide the others' checks
                     run.on_time[name] = False

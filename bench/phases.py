@@ -123,6 +123,12 @@ class Run:
     def all_terminal(self, ids: list[str]) -> bool:
         return all(s in TERMINAL for s in self.states(ids))
 
+    def close_breakers(self) -> None:
+        """Start a phase with every breaker closed: one phase's provider trouble (or a probe a
+        killed or frozen worker took with it) must not decide how the next one's jobs run."""
+        names = [p.name for p in self.settings.providers]
+        self.r.delete(*[keys.breaker(n) for n in names], *[keys.breaker_window(n) for n in names])
+
     def staff(self, count: int, concurrency: int, replacements: int = 3, **env: str) -> None:
         self.crew.staff(count, concurrency, replacements, **env)
         self.crew.wait_consuming(max(1.0, min(60.0, self.stop_at - time.monotonic())))
