@@ -79,9 +79,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from bench.chaos import run_chaos
+    from bench.chaos import parse_phases, run_chaos
 
-    return run_chaos(jobs=args.jobs, deadline_s=args.deadline, as_json=args.json)
+    try:
+        chosen = parse_phases(args.phases, args.skip)
+    except ValueError as exc:
+        print(f"askq chaos: {exc}", file=sys.stderr)
+        return 2
+    return run_chaos(jobs=args.jobs, deadline_s=args.deadline, as_json=args.json, phase_names=chosen,
+                     redis_freeze_s=args.redis_freeze, worker_freeze_s=args.worker_freeze)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type for a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,8 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chaos", help="kill, freeze and restart things under load; check nothing is lost")
     p.add_argument("--jobs", type=positive_int, default=5000, help="jobs to push through the chaos (default 5000)")
-    p.add_argument("--deadline", type=float, default=600.0, help="stop after this many seconds whatever happens")
+    p.add_argument("--deadline", type=positive_float, default=900.0,
+                   help="stop after this many seconds whatever happens")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    p.add_argument("--phases", help="comma list of phases to run (default all: mix, redis_freeze, late_worker, "
+                   "slow_provider, burst)")
+    p.add_argument("--skip", help="comma list of phases to leave out")
+    p.add_argument("--redis-freeze", type=positive_float, default=15.0, help="seconds Redis stays frozen (default 15)")
+    p.add_argument("--worker-freeze", type=positive_float, default=25.0,
+                   help="seconds the late worker stays frozen (default 25)")
     p.set_defaults(func=cmd_chaos)
     return parser
 
