@@ -136,7 +136,7 @@ def _print(out: dict[str, Any], as_json: bool) -> None:
         table.add_row(name, str(c["value"]), f"{rule} {c['bound']}", "pass" if c["passed"] else "[red]FAIL[/red]")
     table.add_row("passed", "", "", "pass" if out["passed"] else "[red]FAIL[/red]")
     figures = Table(title="askq chaos: figures", show_header=False)
-    for key in ("jobs", "states", "upgrades", "reclaimed", "recovery_p95_s", "reclaim_p95_s", "reclaim_max_s",
+    for key in ("jobs", "states", "late_writes", "reclaimed", "recovery_p95_s", "reclaim_p95_s", "reclaim_max_s",
                 "invalid_sent", "invalid_dead_lettered", "settings", "finished_in_time"):
         if key in out:
             figures.add_row(key, str(out[key]))

@@ -47,21 +47,21 @@ def verdict(run: Run) -> dict[str, Any]:
     ids = [j for phase_ids in run.ids.values() for j in phase_ids]
     pipe = run.r.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(keys.job(job_id), ["state", "result", "result_writes", "updated", "upgrades", "reason"])
+        pipe.hmget(keys.job(job_id), ["state", "result", "result_writes", "updated", "late_writes", "reason"])
         pipe.exists(keys.dead_letter(job_id))
     replies = pipe.execute()
     states: dict[str, int] = {}
     results: dict[str, str | None] = {}
-    lost = duplicates = double_terminal = upgrades = 0
+    lost = duplicates = double_terminal = late_writes = 0
     recovery: list[float] = []
     reclaim: list[float] = []
     phase_of = {j: phase for phase, phase_ids in run.ids.items() for j in phase_ids}
     recovery_by_phase: dict[str, list[float]] = {}
     for i, job_id in enumerate(ids):
-        (state, result, writes, updated, upgraded, _), has_dlq = replies[2 * i], replies[2 * i + 1]
+        (state, result, writes, updated, late, _), has_dlq = replies[2 * i], replies[2 * i + 1]
         states[str(state)] = states.get(str(state), 0) + 1
         results[job_id] = result
-        upgrades += int(upgraded or 0)
+        late_writes += int(late or 0)
         if state not in ("succeeded", "dead"):
             lost += 1
             continue
@@ -97,7 +97,7 @@ def verdict(run: Run) -> dict[str, Any]:
     }
     out: dict[str, Any] = {
         "jobs": len(ids), "states": states, "lost": lost, "duplicates": duplicates,
-        "not_exactly_one_terminal": double_terminal, "upgrades": upgrades, "replaced_results": len(replaced),
+        "not_exactly_one_terminal": double_terminal, "late_writes": late_writes, "replaced_results": len(replaced),
         "replaced_jobs": replaced[:20], "innocent_poison": len(innocent),
         # job id -> runs the scenario itself ended (at most max_strikes by design)
         "innocent_poison_jobs": {j: run.crew.strikes.get(str(j), 0) for j in innocent[:20]},
