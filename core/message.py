@@ -274,6 +274,9 @@ def _parse_body(body: Any, message_id: str) -> Delivery | Submission:
     return Delivery(parse_job(job), dispatch)
 
 
+_KWARGS = frozenset({"job", "dispatch"})
+
+
 def parse_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, int | None]:
     """The job payload and dispatch number of the answer task's arguments (not yet validated).
 
@@ -285,12 +288,13 @@ def parse_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, int | None]
     """
     if args:
         raise InvalidJobError(f"positional arguments are not accepted, got {len(args)}")
-    extra = sorted(str(k)[:100] for k in set(kwargs) - {"job", "dispatch"})
-    if "job" not in kwargs:
-        raise InvalidJobError('job: field required (send_task("askq.answer", kwargs={"job": {"question": ...}}))'
-                              + (f", got fields {extra}" if extra else ""))
-    if extra:
-        raise InvalidJobError(f"unexpected message fields: {extra}")
+    extra = kwargs.keys() - _KWARGS
+    if extra or "job" not in kwargs:
+        named = sorted(str(k)[:100] for k in extra)
+        if "job" not in kwargs:
+            raise InvalidJobError('job: field required (send_task("askq.answer", kwargs={"job": {"question": ...}}))'
+                                  + (f", got fields {named}" if named else ""))
+        raise InvalidJobError(f"unexpected message fields: {named}")
     job = kwargs["job"]
     if isinstance(job, dict) and "id" not in job and "created" not in job:
         if "dispatch" in kwargs:
