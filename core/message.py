@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidJobError
-from core.job import JobRequest, JobSpec, parse_request, parse_spec
+from core.job import JobRequest, JobSpec, job_id_for, parse_request, parse_spec
 
 TASK_NAME = "askq.answer"
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -97,6 +97,27 @@ def locate_envelope(envelope: Any) -> tuple[str, int] | None:
     if not isinstance(job_id, str) or not job_id or not isinstance(dispatch, int) or isinstance(dispatch, bool):
         return None
     return job_id, dispatch
+
+
+def locate_submission(stored: str) -> tuple[str, str, str] | None:
+    """Job id, envelope (JSON) and queue of a submission from another service as kombu keeps it
+    unacked (JSON [envelope, exchange, routing key]); None if it is no submission.
+
+    The job id is the one the worker gives the job it creates (submitted_spec): the idempotency
+    key's, else the task id. Total: any input gives a result or None.
+    """
+    try:
+        entry = json.loads(stored)
+        envelope, queue = entry[0], entry[2]
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"], validate=True))
+        job, dispatch = parse_arguments(args, kwargs)
+        key, task = job.get("idempotency_key"), envelope["headers"]["id"]
+    except Exception:  # any shape at all: not a submission askq can settle
+        return None
+    if dispatch is not None or not isinstance(queue, str) or not queue or not isinstance(task, str):
+        return None
+    job_id = job_id_for(key) if isinstance(key, str) and key else task
+    return job_id, json.dumps(envelope, separators=(",", ":")), queue
 
 
 # The envelope askq accepts: exactly what build() writes, plus what kombu adds on redelivery

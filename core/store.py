@@ -23,20 +23,18 @@ class JobStore:
         self.settings = settings
         self._submit = client.register_script(scripts.SUBMIT)
 
-    def _submit_args(self, spec: JobSpec, queue: str | None = None) -> tuple[list[str], list[Any]]:
+    def _submit_args(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
         check_limits(
             spec, self.settings.max_question_chars, self.settings.max_context_docs, self.settings.max_context_chars
         )
-        queue = queue or self.settings.queue
         payload = spec.model_dump(mode="json")
-        msg = message.build(queue, payload, dispatch=1)
-        job_keys = [keys.job(spec.id), keys.PENDING, queue, keys.STATS]
-        return job_keys, [payload_text(payload), msg, time.time(), spec.id, queue]
+        msg = message.build(self.settings.queue, payload, dispatch=1)
+        job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]
+        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue]
 
-    def submit(self, spec: JobSpec, queue: str | None = None) -> bool:
-        """Store and enqueue a job (on `queue`, else the configured one); False if a job with this
-        id (idempotency key) already exists."""
-        job_keys, args = self._submit_args(spec, queue)
+    def submit(self, spec: JobSpec) -> bool:
+        """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
+        job_keys, args = self._submit_args(spec)
         return bool(self._submit(keys=job_keys, args=args))
 
     def submit_many(self, specs: Sequence[JobSpec], chunk: int = 500) -> list[bool]:

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,31 @@ def test_celery_envelope_passes_the_contract_as_a_submission() -> None:
                                "delivery_info": {"exchange": "", "routing_key": "askq"}, "delivery_tag": "x"}}
     parsed = message.parse_envelope(json.loads(json.dumps(envelope)))
     assert isinstance(parsed, message.Submission) and parsed.request.question == "Hi?"
+
+
+def test_a_submission_a_dead_worker_held_goes_back_unless_its_job_exists(
+    stack: Stack, r: redis.Redis, redis_server: EmbeddedRedis, settings: Settings, sim: Sim, tmp_path: Path
+) -> None:
+    # What a worker killed while holding two submissions leaves in kombu's unacked hash: one it
+    # never got to (no job), one whose job it had created (the client also submitted that key).
+    send(tmp_path, redis_server.url,
+         {"queue": "capture", "kwargs": {"job": {"question": "Held?", "idempotency_key": "held-1"}}},
+         {"queue": "capture", "kwargs": {"job": {"question": "Created?", "idempotency_key": "held-2"}}})
+    held, created = (json.loads(raw) for raw in reversed(r.lrange("capture", 0, -1)))
+    r.delete("capture")
+    client = Client(settings)
+    assert client.submit("Created?", idempotency_key="held-2") == job_id_for("held-2")
+    for tag, env in (("tag-held", held), ("tag-created", created)):
+        r.hset(keys.KOMBU_UNACKED, tag, json.dumps([env, "", settings.queue]))
+        r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - 60})
+    stack.start_worker(concurrency=4)
+    wait_workers(r, 1)
+    # Back within the reaper's sweep, not kombu's visibility timeout (an hour).
+    wait_for(lambda: r.exists(keys.job(job_id_for("held-1"))), 30, what="the held submission's job")
+    assert client.wait(job_id_for("held-1"), timeout=30).state is JobState.SUCCEEDED
+    assert client.wait(job_id_for("held-2"), timeout=30).state is JobState.SUCCEEDED
+    wait_for(lambda: r.hlen(keys.KOMBU_UNACKED) == 0 and r.llen(settings.queue) == 0, 30,
+             what="both unacked entries settled")
+    assert r.hget(keys.STATS, "submitted") == "2"
+    assert sim.requests("primary") == 2
+    assert DeadLetterQueue(r, settings).count() == 0

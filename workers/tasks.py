@@ -58,8 +58,7 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
         _dead_letter(task_id, args, kwargs, str(exc))
         return "invalid"
     if dispatch is None:
-        delivery_info = self.request.delivery_info or {}
-        return _submit(rt, request, task_id, str(delivery_info.get("routing_key") or s.queue))
+        return _submit(rt, request, task_id)
     structlog.contextvars.bind_contextvars(job_id=spec.id, attempt=dispatch)
     outcome = str(rt.call(execute(rt, spec, dispatch, task_id)))
     if outcome == "missing":
@@ -70,9 +69,11 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     return outcome
 
 
-def _submit(rt: Runtime, request: JobRequest, task_id: str, queue: str) -> str:
-    """Create the job another service submitted, with its own first message, on the queue this
-    message came from. A redelivered or repeated message finds its job and creates nothing.
+def _submit(rt: Runtime, request: JobRequest, task_id: str) -> str:
+    """Create the job another service submitted, with its own first message, on this worker's
+    queue (the one the message came from: an askq worker consumes only that one; the message's
+    own routing key is the sender's word, not trusted). A redelivered or repeated message finds
+    its job and creates nothing.
 
     The job record and its message are written in one script, before this message is acked:
     killed before it, the message comes back and tries again; killed after, the job is on its
@@ -84,7 +85,7 @@ def _submit(rt: Runtime, request: JobRequest, task_id: str, queue: str) -> str:
     delay, deadline = 0.2, time.monotonic() + rt.settings.lease_s * 4
     while True:
         try:
-            created = store.submit(spec, queue=queue)
+            created = store.submit(spec)
             break
         except redis.RedisError as exc:
             if not transient(exc) or time.monotonic() > deadline:
@@ -95,7 +96,7 @@ def _submit(rt: Runtime, request: JobRequest, task_id: str, queue: str) -> str:
             log.warning("submission_retry", error=str(exc), wait_s=delay)
         time.sleep(delay)
         delay = min(delay * 2, 2.0)
-    log.info("job_submitted", via="celery", created=created, queue=queue,
+    log.info("job_submitted", via="celery", created=created, queue=rt.settings.queue,
              idempotency_key=request.idempotency_key is not None)
     return f"submitted:{spec.id}" if created else f"duplicate:{spec.id}"
 
