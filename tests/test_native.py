@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import sysconfig
@@ -16,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from prometheus_client import generate_latest
 
 from askq.stack import Stack
 from config.settings import Settings
 from core import keys, message
 from core.deadletter import DeadLetterQueue
 from core.job import DeadReason, JobState, job_id_for
+from core.metrics import registry_for
 from core.redisserver import EmbeddedRedis
 from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
@@ -89,6 +92,8 @@ def test_send_task_from_a_celery_only_service_is_answered_and_seen(
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert status.returncode == 0 and "succeeded" in status.stdout, status.stdout + status.stderr
     assert r.hget(keys.STATS, "submitted") == "1"
+    metrics = generate_latest(registry_for(r, settings)).decode()
+    assert "askq_jobs_submitted_total 1.0" in metrics
     assert sim.requests("primary") == 1
     assert DeadLetterQueue(r, settings).count() == 0
 
@@ -199,6 +204,9 @@ def test_a_message_for_an_expired_job_is_skipped_counted_and_logged(
     line = next(line for line in log.splitlines() if "job_record_missing" in line)
     assert "gone1" in line and "warning" in line.lower()
     assert proc.poll() is None
+    stats = subprocess.run([sys.executable, "-m", "askq", "stats"], env=stack.env(), capture_output=True,
+                           text=True, timeout=60, cwd=ROOT)
+    assert re.search(r"messages for expired jobs \(skipped\)\s*│\s*1\b", stats.stdout), stats.stdout
 
 
 def test_celery_envelope_passes_the_contract_as_a_submission() -> None:
