@@ -21,7 +21,7 @@ from celery.exceptions import Reject
 from core import keys
 from core.deadletter import MAX_RAW_CHARS
 from core.errors import InvalidJobError
-from core.job import JobRequest, check_limits
+from core.job import DeadReason, JobRequest, check_limits
 from core.message import TASK_NAME, parse_arguments, parse_job, parse_submission, submitted_spec
 from core.store import JobStore
 from workers.celeryapp import app
@@ -88,9 +88,16 @@ def _submit(rt: Runtime, request: JobRequest, task_id: str) -> str:
             created = store.submit(spec)
             break
         except redis.RedisError as exc:
-            if not transient(exc) or time.monotonic() > deadline:
-                # Redis cannot take the job: the message goes back on the queue (kombu's reject
-                # with requeue), not acknowledged into nothing.
+            if not transient(exc):
+                # Redis refuses the write itself (not an outage): requeueing would loop, so the
+                # submission is kept (in the raw form of an internal_error dead letter), not lost.
+                log.error("submission_failed", error=str(exc))
+                rt.dlq.kill(None, DeadReason.INTERNAL_ERROR, f"the job could not be created: {exc}",
+                            raw=json.dumps({"id": task_id, "job": request.model_dump(mode="json")}))
+                return "internal_error"
+            if time.monotonic() > deadline:
+                # Redis is away for long: the message goes back on the queue (kombu's reject with
+                # requeue; with Redis still away, the reaper's unacked sweep), never acked into nothing.
                 log.warning("submission_requeued", error=str(exc))
                 raise Reject(str(exc), requeue=True) from None
             log.warning("submission_retry", error=str(exc), wait_s=delay)
