@@ -2,20 +2,29 @@
 
 Values come from keyword arguments, then `ASKQ_*` environment variables, then a `.env`
 file. Nested values use `__` (``ASKQ_BREAKER__COOLDOWN_S=30``); lists such as the provider
-ladder are JSON (``ASKQ_PROVIDERS='[{"name": "openai", ...}]'``). Unknown keys are
-rejected everywhere, environment included, so a typo fails loudly instead of silently
+ladder are JSON (``ASKQ_PROVIDERS='[{"name": "openai", ...}]'``). Only `ASKQ_*` names are
+askq's: the host application's own variables (``DATABASE_URL`` in the environment or in the
+same `.env`) are none of askq's business and are left alone. An unknown `ASKQ_*` name, or an
+unknown keyword, is rejected with the name, so a typo fails loudly instead of silently
 meaning a default.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from config.logging import register_secrets
 from core.errors import ConfigError, describe_validation
@@ -236,11 +245,63 @@ class Settings(BaseSettings):
             raise ValueError("worker_retention_s must exceed three heartbeat_s, or live workers would be dropped")
         return self
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _askq_sources(settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings)
+
     def provider(self, name: str) -> ProviderSettings:
         for p in self.providers:
             if p.name == name:
                 return p
         raise ConfigError(f"no provider named {name!r}; configured: {[p.name for p in self.providers]}")
+
+
+class _AskqDotEnv(DotEnvSettingsSource):
+    """The `.env` file's `ASKQ_*` entries only: a `.env` shared with the host application holds
+    its keys too, which pydantic-settings would otherwise report as extra inputs."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        prefix = ENV_PREFIX.lower()
+        return {k: v for k, v in super()._load_env_vars().items() if k.lower().startswith(prefix)}
+
+
+def _askq_sources(
+    settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+    file_secret_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    dotenv = dotenv_settings
+    if isinstance(dotenv_settings, DotEnvSettingsSource):
+        dotenv = _AskqDotEnv(settings_cls, env_file=dotenv_settings.env_file,
+                             env_file_encoding=dotenv_settings.env_file_encoding)
+    return init_settings, env_settings, dotenv, file_secret_settings
+
+
+class _ExplicitSettings(Settings):
+    """Settings from keyword arguments and defaults only: no environment, no `.env`."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _dotenv_askq_keys(path: Path = Path(".env")) -> list[str]:
+    """The `ASKQ_*` names in a `.env` file (upper-cased, as in the environment)."""
+    try:
+        from dotenv import dotenv_values  # pydantic-settings' own dependency
+    except ImportError:  # pragma: no cover - pydantic-settings always brings it
+        return []
+    if not path.is_file():
+        return []
+    return [k.upper() for k in dotenv_values(path) if k.upper().startswith(ENV_PREFIX)]
 
 
 def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
@@ -260,8 +321,21 @@ def load_settings(**overrides: Any) -> Settings:
     unknown = _unknown_env_keys(dict(os.environ))
     if unknown:
         raise ConfigError(f"unknown askq setting(s) in the environment: {', '.join(unknown)}")
+    unknown = _unknown_env_keys(dict.fromkeys(_dotenv_askq_keys(), ""))
+    if unknown:
+        raise ConfigError(f"unknown askq setting(s) in .env: {', '.join(unknown)}")
+    return _validated(Settings, overrides)
+
+
+def explicit_settings(**values: Any) -> Settings:
+    """Settings from these values and the defaults alone, reading no environment and no `.env`
+    (a client living inside another application: `Client.from_url`)."""
+    return _validated(_ExplicitSettings, values)
+
+
+def _validated(cls: type[Settings], values: dict[str, Any]) -> Settings:
     try:
-        settings = Settings(**overrides)
+        settings = cls(**values)
     except ValidationError as exc:
         # Field and problem only: pydantic's own text echoes input values, api keys included.
         raise ConfigError(f"invalid askq settings: {describe_validation(exc, 'settings')}") from None

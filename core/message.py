@@ -4,7 +4,8 @@ Producers, the reaper and dead-letter replay all put jobs on the queue through t
 function, so a message is JSON the same way everywhere and producers need no worker code.
 The envelope is the one kombu's Redis transport stores in the queue list. parse_envelope()
 is the other half: the check every entry on the task queue passes before kombu or Celery
-reads it, so that askq's workers run only what build() could have written.
+reads it, so that askq's workers run only what build() could have written, or what another
+service's plain Celery `send_task` writes (a native submission, see parse_arguments).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidJobError
-from core.job import JobSpec, parse_spec
+from core.job import JobRequest, JobSpec, job_id_for, parse_request, parse_spec
 
 TASK_NAME = "askq.answer"
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -97,6 +99,27 @@ def locate_envelope(envelope: Any) -> tuple[str, int] | None:
     return job_id, dispatch
 
 
+def locate_submission(stored: str) -> tuple[str, str, str] | None:
+    """Job id, envelope (JSON) and queue of a submission from another service as kombu keeps it
+    unacked (JSON [envelope, exchange, routing key]); None if it is no submission.
+
+    The job id is the one the worker gives the job it creates (submitted_spec): the idempotency
+    key's, else the task id. Total: any input gives a result or None.
+    """
+    try:
+        entry = json.loads(stored)
+        envelope, queue = entry[0], entry[2]
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"], validate=True))
+        job, dispatch = parse_arguments(args, kwargs)
+        key, task = job.get("idempotency_key"), envelope["headers"]["id"]
+    except Exception:  # any shape at all: not a submission askq can settle
+        return None
+    if dispatch is not None or not isinstance(queue, str) or not queue or not isinstance(task, str):
+        return None
+    job_id = job_id_for(key) if isinstance(key, str) and key else task
+    return job_id, json.dumps(envelope, separators=(",", ":")), queue
+
+
 # The envelope askq accepts: exactly what build() writes, plus what kombu adds on redelivery
 # (`redelivered`, top level and in headers). Celery and kombu trust every one of these fields
 # before any task code runs, so a wrong type there crashed workers (issue 9 A); each is
@@ -117,6 +140,16 @@ def _is_int(value: Any) -> bool:
 def _str_or_none(value: Any) -> bool:
     # Celery logs and Flower shows these per message: a megabyte here is a megabyte per line.
     return value is None or (isinstance(value, str) and len(value) <= _MAX_HEADER_CHARS)
+
+
+# Celery's send_task writes argsrepr and kwargsrepr with saferepr(..., maxsize=1024), which ends
+# its last token past the size (1,036 characters seen): allowed, still bounded.
+_MAX_REPR_CHARS = 2 * _MAX_HEADER_CHARS
+_REPR = f"a string of at most {_MAX_REPR_CHARS} characters, or null"
+
+
+def _repr_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= _MAX_REPR_CHARS)
 
 
 def _delivery_info(value: Any) -> bool:
@@ -144,11 +177,16 @@ _HEADERS: dict[str, tuple[Callable[[Any], bool], str]] = {
                   "[null, null] (askq sets no Celery time limit)"),
     "root_id": (_str_or_none, _TEXT),
     "parent_id": (_str_or_none, _TEXT),
-    "argsrepr": (_str_or_none, _TEXT),
-    "kwargsrepr": (_str_or_none, _TEXT),
+    "argsrepr": (_repr_or_none, _REPR),
+    "kwargsrepr": (_repr_or_none, _REPR),
     "origin": (_str_or_none, _TEXT),
-    "ignore_result": (lambda v: isinstance(v, bool), "true or false"),
+    # send_task leaves it null unless the producer sets ignore_result.
+    "ignore_result": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
     "redelivered": (lambda v: isinstance(v, bool), "true or false"),
+    # Celery 5.3+ writes these on every send_task; askq's messages are never replaced or stamped.
+    "replaced_task_nesting": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "stamped_headers": (lambda v: v is None or v == [], "null or [] (askq runs no stamped tasks)"),
+    "stamps": (lambda v: v is None or v == {}, "null or {} (askq runs no stamped tasks)"),
 }
 _PROPERTIES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "correlation_id": (_str_or_none, _TEXT),
@@ -169,7 +207,14 @@ class Delivery:
     dispatch: int
 
 
-def parse_envelope(entry: Any) -> Delivery:
+@dataclass(frozen=True)
+class Submission:
+    """A queue entry that passed every check and submits a new job (another service's send_task)."""
+
+    request: JobRequest
+
+
+def parse_envelope(entry: Any) -> Delivery | Submission:
     """Check a parsed queue entry against askq's message contract, or raise InvalidJobError
     naming the first thing wrong. Total: no input makes it raise anything else."""
     try:
@@ -180,7 +225,7 @@ def parse_envelope(entry: Any) -> Delivery:
         raise InvalidJobError(f"message could not be checked: {type(exc).__name__}: {exc}") from None
 
 
-def _parse_envelope(entry: Any) -> Delivery:
+def _parse_envelope(entry: Any) -> Delivery | Submission:
     if not isinstance(entry, dict):
         raise InvalidJobError(f"queue entry is JSON {_kind(entry)}, not a message envelope (an object)")
     extra = sorted(set(entry) - _ENVELOPE_KEYS)
@@ -201,7 +246,7 @@ def _parse_envelope(entry: Any) -> Delivery:
     task = entry["headers"]["task"]
     if task != TASK_NAME:
         raise InvalidJobError(f"unknown task name {task[:200]!r} (askq runs only {TASK_NAME})")
-    return _parse_body(entry["body"])
+    return _parse_body(entry["body"], entry["headers"]["id"])
 
 
 def _check_fields(where: str, fields: Any, rules: dict[str, tuple[Callable[[Any], bool], str]],
@@ -220,7 +265,7 @@ def _check_fields(where: str, fields: Any, rules: dict[str, tuple[Callable[[Any]
             raise InvalidJobError(f"{where}.{name} must be {expected}, got {_show(value)}")
 
 
-def _parse_body(body: Any) -> Delivery:
+def _parse_body(body: Any, message_id: str) -> Delivery | Submission:
     if not isinstance(body, str):
         raise InvalidJobError(f"body must be base64 text, got {_kind(body)}")
     try:
@@ -245,32 +290,81 @@ def _parse_body(body: Any) -> Delivery:
         # Celery would run these as further tasks after this one (or merge them into its request).
         raise InvalidJobError("body embed must be an object with only null callbacks, errbacks, chain, chord")
     job, dispatch = parse_arguments(args, kwargs)
+    if dispatch is None:
+        return Submission(parse_submission(job, message_id))
     return Delivery(parse_job(job), dispatch)
 
 
-def parse_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, int]:
-    """The job payload and dispatch number of the answer task's arguments (not yet validated)."""
+_KWARGS = frozenset({"job", "dispatch"})
+
+
+def parse_arguments(args: Any, kwargs: dict[str, Any]) -> tuple[Any, int | None]:
+    """The job payload and dispatch number of the answer task's arguments (not yet validated).
+
+    Two forms. askq's own message (core.message.build) carries the whole stored job, with its
+    `id` and `created`, and its dispatch number. Another service's submission
+    (`send_task("askq.answer", kwargs={"job": {"question": ...}})`) carries only what a producer
+    may give (JobRequest's fields): it has no `id`, `created` or `dispatch`, and returns dispatch
+    None. Telling them apart by the job's own fields costs the internal path one dict lookup.
+    """
     if args:
         raise InvalidJobError(f"positional arguments are not accepted, got {len(args)}")
-    extra = set(kwargs) - {"job", "dispatch"}
-    if extra:
-        raise InvalidJobError(f"unexpected message fields: {sorted(str(k)[:100] for k in extra)}")
-    if "job" not in kwargs:
-        raise InvalidJobError("job: field required")
+    extra = kwargs.keys() - _KWARGS
+    if extra or "job" not in kwargs:
+        named = sorted(str(k)[:100] for k in extra)
+        if "job" not in kwargs:
+            raise InvalidJobError('job: field required (send_task("askq.answer", kwargs={"job": {"question": ...}}))'
+                                  + (f", got fields {named}" if named else ""))
+        raise InvalidJobError(f"unexpected message fields: {named}")
+    job = kwargs["job"]
+    if isinstance(job, dict) and "id" not in job and "created" not in job:
+        if "dispatch" in kwargs:
+            raise InvalidJobError("dispatch: only askq's own messages carry one; a job submitted with "
+                                  "send_task gives only question, context, idempotency_key and metadata")
+        return job, None
     dispatch = kwargs.get("dispatch", 1)
     if not _is_int(dispatch) or dispatch < 1:
         raise InvalidJobError(f"dispatch: must be a positive integer, got {_show(dispatch)}")
-    return kwargs["job"], dispatch
+    return job, dispatch
 
 
 def parse_job(job: Any) -> JobSpec:
     """parse_spec, plus the refusal of text that is not valid Unicode (a lone surrogate, which no
     provider request, log line or stored record could encode)."""
+    _check_encodes(job)
+    return parse_spec(job)
+
+
+def parse_submission(job: Any, message_id: str) -> JobRequest:
+    """A submitted job (the native form) checked as a producer's request; the message id must be
+    able to become its job id when it has no idempotency key."""
+    _check_encodes(job)
+    request = parse_request(job)
+    if request.idempotency_key is None and not _JOB_ID.match(message_id):
+        raise InvalidJobError(f"task id {_show(message_id)} cannot name a job (at most 64 letters, digits, "
+                              "'_', '.', ':' or '-'): give the job an idempotency_key, or use such a task_id")
+    return request
+
+
+def submitted_spec(request: JobRequest, message_id: str) -> JobSpec:
+    """The job a native submission creates. Its id is the idempotency key's (as for every other
+    way in), else the Celery task id itself: a redelivery of the same message, or a producer
+    retrying with the same task_id, names the same job, and `send_task(...).id` is the job id."""
+    spec = JobSpec.of(request)
+    if request.idempotency_key is None:
+        spec = spec.model_copy(update={"id": message_id})
+    return spec
+
+
+# JobSpec's id rule (core/job.py), for a task id that is to become a job id.
+_JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
+
+
+def _check_encodes(job: Any) -> None:
     try:
         json.dumps(job, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidJobError("job: contains a lone surrogate (text that is not valid Unicode)") from None
-    return parse_spec(job)
 
 
 def _kind(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from config.settings import Settings, load_settings
+from config.settings import Settings, explicit_settings, load_settings
 from core.connection import connect
 from core.deadletter import DeadLetter, DeadLetterQueue
 from core.errors import InvalidJobError
@@ -116,11 +116,27 @@ def batch_error(problems: Sequence[str], noun: str = "job", where: str = "") -> 
 class Client:
     """Submit question jobs, wait for answers, and manage dead letters, straight on the broker."""
 
-    def __init__(self, settings: Settings | None = None, redis_client: redis.Redis | None = None) -> None:
-        self.settings = settings or load_settings()
+    def __init__(self, settings: Settings | None = None, redis_client: redis.Redis | None = None, *,
+                 redis_url: str | None = None, **options: Any) -> None:
+        """Client(settings) uses those settings; Client(redis_url=...) needs nothing else: askq's
+        defaults, plus any setting given as a keyword (queue="shop", max_question_chars=...),
+        read from no environment and no `.env` (the host application's own). Client() reads
+        askq's settings as every askq process does (ASKQ_* variables, `.env`)."""
+        if settings is not None and (redis_url is not None or options):
+            raise TypeError("give Client either settings or redis_url (and settings as keywords), not both")
+        if settings is None:
+            settings = (explicit_settings(redis_url=redis_url, **options) if redis_url is not None
+                        else load_settings(**options))
+        self.settings = settings
         self.redis = redis_client or connect(self.settings)
         self.store = JobStore(self.redis, self.settings)
         self.dlq = DeadLetterQueue(self.redis, self.settings)
+
+    @classmethod
+    def from_url(cls, redis_url: str, **options: Any) -> Client:
+        """A client of the askq on this Redis (`redis://[:password@]host:port/db`), configured by
+        nothing but the URL and any setting given as a keyword (queue="shop")."""
+        return cls(redis_url=redis_url, **options)
 
     def spec(
         self,

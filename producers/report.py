@@ -24,7 +24,8 @@ def jobs_table(counters: dict[str, int], pending: int, queue_depth: int, dead_le
     table = Table("jobs", "count", title="askq stats")
     for label, key in (("submitted", "submitted"), ("succeeded", "succeeded"), ("dead", "dead"),
                        ("fallbacks", "fallbacks"), ("cache hits", "cache_hits"),
-                       ("late writes refused", "late_writes")):
+                       ("late writes refused", "late_writes"),
+                       ("messages for expired jobs (skipped)", "unknown_job_messages")):
         table.add_row(label, str(counters.get(key, 0)))
     for name in sorted(counters):
         if name.startswith("source:"):

@@ -22,8 +22,9 @@ from hypothesis import settings as hsettings
 from askq.stack import Stack
 from bench.hostile import body_of, encode_body, envelope, hostile_entries, marker
 from config.settings import Settings
-from core import keys
+from core import keys, message
 from core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadLetterQueue
+from core.errors import InvalidJobError
 from core.job import DeadReason, JobState
 from core.liveness import list_workers
 from producers.client import Client
@@ -235,20 +236,37 @@ def test_fuzzed_entries_each_end_as_one_dead_letter_while_workers_keep_serving(
     after = client.submit("Can I change my delivery address?")
     for job_id in (before, after):
         assert client.wait(job_id, timeout=40).state is JobState.SUCCEEDED
-    wait_for(lambda: dlq.count() >= len(cases), 40, what=f"{len(cases)} dead letters")
+    # A change can leave a valid message of askq's own (e.g. `dispatch` deleted: it defaults to 1)
+    # for a job never stored: that is a copy that outlived its job, skipped and counted
+    # (`unknown_job_messages`), not a dead letter. Everything the contract refuses is one dead letter.
+    refused = {n for n, (_, entry) in enumerate(cases) if _refused(entry)}
+
+    def ended() -> int:
+        return dlq.count() + int(r.hget(keys.STATS, "unknown_job_messages") or 0)
+
+    wait_for(lambda: ended() >= len(cases), 40, what=f"{len(cases)} dead letters or counted skips")
     _assert_nothing_left(r, settings)
     _assert_workers_unharmed(stack, r, settings, pids)
 
     records = _by_mark(dlq.list(limit=10_000), marker(FUZZ_TAG))
     wrong = [f"{what}: {len(records.get(n, []))} dead letters" for n, (what, _) in enumerate(cases)
-             if len(records.get(n, [])) != 1]
+             if len(records.get(n, [])) != 1 and (n in refused or len(records.get(n, [])) > 1)]
     assert wrong == []
     for record in dlq.list(limit=10_000):
         assert record.reason is DeadReason.INVALID_PAYLOAD
         assert record.error and record.raw and len(record.raw) <= MAX_RAW_CHARS
-    assert dlq.count() == len(cases)
+    assert ended() == len(cases)
+    assert dlq.count() >= len(refused)
     assert sim.requests("primary") == 2
     assert time.monotonic() - started < 90
+
+
+def _refused(entry: str) -> bool:
+    try:
+        message.parse_envelope(json.loads(entry))
+    except (InvalidJobError, ValueError, RecursionError):
+        return True
+    return False
 
 
 # ---- the dead-letter write itself ----------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.logging import scrub
-from config.settings import load_settings
+from config.settings import explicit_settings, load_settings
 from core.errors import (
     AskqError,
     BadAnswerError,
@@ -42,10 +42,40 @@ def test_unknown_keyword_and_nested_key_are_rejected() -> None:
 
 
 def test_unknown_key_in_dotenv_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / ".env").write_text("ASKQ_QUEUE=jobs\nASKQ_QUEUEE=typo\n")
+    (tmp_path / ".env").write_text("ASKQ_QUEUE=jobs\nASKQ_QUEUEE=typo\nDATABASE_URL=postgres://app\n")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="queuee"):
+    with pytest.raises(ConfigError, match=r"unknown askq setting\(s\) in \.env: ASKQ_QUEUEE$"):
         load_settings()
+
+
+def test_the_host_applications_own_keys_are_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Django-style .env and environment: only the ASKQ_ names are askq's.
+    (tmp_path / ".env").write_text(
+        "DATABASE_URL=postgres://app:pw@db/app\nSECRET_KEY=abc\ndebug=true\nQUEUE=not-askqs\n"
+        "ASKQ_QUEUE=shop\naskq_max_context_docs=5\nASKQ_BREAKER__COOLDOWN_S=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", "postgres://env")
+    monkeypatch.setenv("REDIS_URL", "redis://not-askqs:1/0")
+    settings = load_settings()
+    assert (settings.queue, settings.max_context_docs, settings.breaker.cooldown_s) == ("shop", 5, 7)
+    assert settings.redis_url is None
+
+
+def test_a_nested_unknown_askq_key_in_dotenv_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=x\nASKQ_BREAKER__COOLDOWN=3\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="cooldown"):
+        load_settings()
+
+
+def test_explicit_settings_read_no_environment_and_no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("ASKQ_QUEUE=from-dotenv\nASKQ_QUEUEE=typo\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASKQ_MAX_CONTEXT_DOCS", "3")
+    settings = explicit_settings(redis_url="redis://127.0.0.1:1/0", queue="shop")
+    assert (settings.queue, settings.max_context_docs) == ("shop", 20)
+    with pytest.raises(ConfigError, match="queuee"):
+        explicit_settings(queuee="typo")
 
 
 def test_dotenv_and_nested_environment_values_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,9 @@ a slow sweep) cannot requeue or kill a job twice, nor kill a fresh claim.
 Three sweeps: expired leases (a job running on a dead or frozen worker), due durable retries,
 and messages kombu still holds as unacked long after delivery whose job was never claimed
 (reserved by a worker that died before starting them). Kombu itself would only restore those
-after its visibility timeout, an hour by default.
+after its visibility timeout, an hour by default. A submission from another service (a plain
+Celery send_task) held that long goes back on its queue too, unless its job exists (core/scripts.py
+RESTORE_SUBMISSION).
 
 One reaper serves every queue on the Redis (the lock is shared): each job goes back to the
 queue it was submitted to (recorded in its hash), never to the reaper's own.
@@ -98,6 +100,7 @@ class Reaper:
         self._lock = client.register_script(_LOCK)
         self._requeue = client.register_script(scripts.REQUEUE)
         self._recover = client.register_script(scripts.RECOVER)
+        self._restore_submission = client.register_script(scripts.RESTORE_SUBMISSION)
         self._park = client.register_script(scripts.PARK)
         self._release = client.register_script(scripts.RELEASE)
         self._orphans_due = 0.0
@@ -369,7 +372,8 @@ class Reaper:
                 if raw is None:  # acked meanwhile
                     self.redis.zrem(keys.KOMBU_UNACKED_INDEX, tag)
                 # Not ours (None): kombu's own restore after visibility_timeout deals with it.
-                self._located[tag] = message.locate(str(raw)) if raw is not None else None
+                # Dispatch 0: a submission from another service, whose job it creates itself.
+                self._located[tag] = (message.locate(str(raw)) or _submission(str(raw))) if raw is not None else None
         self._located = {t: self._located[t] for t in tags if t in self._located}
         ours = [(t, loc) for t in tags if (loc := self._located.get(t)) is not None]
         if not ours:
@@ -386,6 +390,8 @@ class Reaper:
 
     def _recover_unacked(self, tag: str, job_id: str, dispatch: int, now: float) -> str:
         """Restore (or drop, if stale) one message a worker reserved long ago and never claimed."""
+        if dispatch == 0:
+            return self._settle_submission(tag)
         payload, recorded = cast(list[str | None], self.redis.hmget(keys.job(job_id), ["payload", "queue"]))
         queue = self.queue_of(recorded)
         msg = message.build(queue, json.loads(str(payload)), dispatch=dispatch + 1) if payload else ""
@@ -398,6 +404,25 @@ class Reaper:
             log.info("unacked_settled", job_id=job_id, dispatch=dispatch, outcome=outcome)
             return outcome
         return "skipped"
+
+
+    def _settle_submission(self, tag: str) -> str:
+        raw = self.redis.hget(keys.KOMBU_UNACKED, tag)
+        found = message.locate_submission(str(raw)) if raw is not None else None
+        self._located.pop(tag, None)
+        if found is None:
+            self.redis.zrem(keys.KOMBU_UNACKED_INDEX, tag)
+            return "skipped"
+        job_id, envelope, queue = found
+        outcome = str(self._restore_submission(
+            keys=[keys.job(job_id), queue, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX], args=[tag, envelope]))
+        log.info("unacked_settled", job_id=job_id, dispatch=0, outcome=outcome, queue=queue)
+        return outcome if outcome in ("restored", "dropped") else "skipped"
+
+
+def _submission(raw: str) -> tuple[str, int] | None:
+    found = message.locate_submission(raw)
+    return (found[0], 0) if found else None
 
 
 def _loads(raw: str) -> object:
