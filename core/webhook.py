@@ -1,0 +1,74 @@
+"""Standard Webhooks signing and the callback allow-list: what a receiver checks, what askq may call.
+
+A delivery carries `webhook-id` (the same on every attempt of one job's terminal event),
+`webhook-timestamp` (this attempt's, in epoch seconds) and `webhook-signature`:
+`v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")), key being the base64 part of the
+`whsec_...` secret (https://www.standardwebhooks.com). The secret itself is never part of
+anything this module returns but the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from core.errors import InvalidJobError
+from core.job import JobRequest
+
+
+def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one attempt."""
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def headers(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Every header a delivery attempt sends."""
+    return {
+        "content-type": "application/json",
+        "user-agent": "askq-callbacks",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature(key, webhook_id, timestamp, body),
+    }
+
+
+def _host(url: str) -> str:
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))  # one spelling per address (e.g. IPv6 zeros)
+    except ValueError:
+        return host
+
+
+def host_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:
+    """Whether the URL's host is one of allowed_hosts (exact, or under a `*.domain` entry)."""
+    host = _host(url)
+    for entry in allowed_hosts:
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif host == _host(f"http://{entry if ':' not in entry else f'[{entry}]'}/"):
+            return True
+    return False
+
+
+def where(url: str) -> str:
+    """scheme://host[:port] of a URL: what logs and errors show (a path or query may hold a token)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_callback(request: JobRequest, allowed_hosts: Sequence[str]) -> None:
+    """Refuse a job whose callback_url names a host outside the allow-list (InvalidJobError)."""
+    url = request.callback_url
+    if url is None:
+        return
+    if not allowed_hosts:
+        raise InvalidJobError("callback_url: callbacks are not enabled here (callbacks.allowed_hosts is empty)")
+    if not host_allowed(url, allowed_hosts):
+        raise InvalidJobError(f"callback_url: host {_host(url)[:100]!a} is not in callbacks.allowed_hosts")
