@@ -14,10 +14,11 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import InvalidJobError
-from core.job import JobRequest
+from core.job import CALLBACK_URL_MAX_CHARS, JobRequest
 
 
 def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -72,3 +73,29 @@ def check_callback(request: JobRequest, allowed_hosts: Sequence[str]) -> None:
         raise InvalidJobError("callback_url: callbacks are not enabled here (callbacks.allowed_hosts is empty)")
     if not host_allowed(url, allowed_hosts):
         raise InvalidJobError(f"callback_url: host {_host(url)[:100]!a} is not in callbacks.allowed_hosts")
+
+
+def callback_url_schema(allowed_hosts: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of callback_url for a server with this allow-list (a subset of what is
+    accepted: host names and IPv4 addresses, ports up to 9999), so generated jobs are accepted."""
+    if not allowed_hosts:
+        return {"type": "null", "description": "callbacks are not enabled here (callbacks.allowed_hosts is empty)"}
+    hosts = []
+    for entry in allowed_hosts:
+        if ":" in entry:
+            continue  # IPv6 literals are accepted, not described
+        if entry.startswith("*."):
+            hosts.append("[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*" + _literal(entry[1:]))
+        else:
+            hosts.append(_literal(entry))
+    if not hosts:
+        return {"type": "null", "description": "only IPv6 hosts are allowed; they are not described here"}
+    pattern = f"^[Hh][Tt][Tt][Pp][Ss]?://({'|'.join(hosts)})(:[1-9][0-9]{{0,3}})?([/?][!$-\\[\\]-~]*)?$"
+    return {"anyOf": [{"type": "string", "maxLength": CALLBACK_URL_MAX_CHARS, "pattern": pattern}, {"type": "null"}],
+            "default": None,
+            "description": f"POSTed the job's view, signed, once it ends; hosts: {', '.join(allowed_hosts)}"}
+
+
+def _literal(host: str) -> str:
+    # Host entries hold only [a-z0-9.-]: the dot is the one character to escape (the same in ECMA-262).
+    return host.replace(".", "\\.")

@@ -213,3 +213,27 @@ def test_callbacks_are_refused_where_no_host_is_allowed(r: redis.Redis, settings
     with pytest.raises(InvalidJobError, match="callbacks are not enabled here"):
         Client(settings).submit("Where is my order?", callback_url="http://127.0.0.1:9/hook")
     assert r.keys(keys.job("*")) == []
+
+
+def test_the_api_takes_a_callback_url_and_refuses_one_outside_the_allow_list(
+    r: redis.Redis, settings: Settings,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from producers.api import create_app
+
+    allowed = settings.model_copy(update={"callbacks": load_settings(callbacks={"allowed_hosts": ["127.0.0.1"]})
+                                          .callbacks})
+    with TestClient(create_app(allowed)) as api:
+        ok = api.post("/v1/jobs", json={"question": "Where?", "callback_url": "http://127.0.0.1:9/hook"})
+        assert ok.status_code == 202
+        payload = json.loads(r.hget(keys.job(ok.json()["id"]), "payload") or "{}")
+        assert payload["callback_url"] == "http://127.0.0.1:9/hook"
+        bad = api.post("/v1/jobs", json={"jobs": [{"question": "a"}, {"question": "b",
+                                                                      "callback_url": "http://10.0.0.1/hook"}]})
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["field"] == "jobs.1.callback_url"
+        assert "not in callbacks.allowed_hosts" in bad.json()["detail"][0]["problem"]
+        schema = api.get("/openapi.json").json()["components"]["schemas"]["JobIn"]["properties"]["callback_url"]
+        assert "127\\.0\\.0\\.1" in schema["anyOf"][0]["pattern"]
+    assert len(r.keys(keys.job("*"))) == 1
