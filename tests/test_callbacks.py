@@ -237,3 +237,43 @@ def test_the_api_takes_a_callback_url_and_refuses_one_outside_the_allow_list(
         schema = api.get("/openapi.json").json()["components"]["schemas"]["JobIn"]["properties"]["callback_url"]
         assert "127\\.0\\.0\\.1" in schema["anyOf"][0]["pattern"]
     assert len(r.keys(keys.job("*"))) == 1
+
+
+def test_a_delivery_outlives_the_worker_that_wrote_the_result(
+    stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path,
+) -> None:
+    with receiving(["hang", 200]) as receiver:
+        # This worker answers the job but does not look for due callbacks for a minute.
+        first = stack.start_worker(concurrency=4, **{**CALLBACK_ENV, "ASKQ_CALLBACKS__POLL_S": "60"})
+        wait_workers(r, 1)
+        client = _client(stack, tmp_path)
+        job_id = client.submit("Where is my parcel?", callback_url=receiver.url + "/hook")
+        assert client.wait(job_id, timeout=30).state is JobState.SUCCEEDED
+        assert r.zcard(keys.CALLBACKS_DUE) == 1 and receiver.requests() == []
+        stack.kill_worker(first)  # kill -9 right after the result write: the delivery is in Redis
+
+        # The next worker takes it and hangs on the receiver; killed mid-attempt, its lease lapses.
+        second = stack.start_worker(concurrency=4, **{**CALLBACK_ENV, "ASKQ_CALLBACKS__TIMEOUT_S": "2"})
+        wait_for(lambda: receiver.hanging == 1, 30, what="an attempt hanging")
+        stack.kill_worker(second)
+        stack.start_worker(concurrency=4, **CALLBACK_ENV)
+        wait_for(lambda: len(receiver.requests()) == 2 and r.zcard(keys.CALLBACKS_DUE) == 0, 40,
+                 what="the delivery by a third worker")
+        ids = _verified(receiver.requests(), json.loads(client.get(job_id).model_dump_json()))
+        assert len(set(ids)) == 1
+
+
+def test_two_workers_deliver_each_callback_once(stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path) -> None:
+    with receiving([200]) as receiver:
+        stack.start_worker(concurrency=8, **CALLBACK_ENV)
+        stack.start_worker(concurrency=8, **CALLBACK_ENV)
+        wait_workers(r, 2)
+        client = _client(stack, tmp_path)
+        ids = client.submit_many([{"question": f"Question {i}?", "callback_url": receiver.url} for i in range(40)])
+        wait_for(lambda: len(receiver.requests()) >= 40 and r.zcard(keys.CALLBACKS_DUE) == 0, 60,
+                 what="40 deliveries")
+        time.sleep(1.0)
+        received = receiver.requests()
+        assert len(received) == 40
+        assert {json.loads(q.body)["id"] for q in received} == set(ids)
+        assert len({q.headers["webhook-id"] for q in received}) == 40
