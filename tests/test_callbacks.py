@@ -94,12 +94,15 @@ def test_a_dead_job_is_called_back_with_its_reason(stack: Stack, r: redis.Redis,
         view = json.loads(client.get(job_id).model_dump_json())
         _verified(receiver.requests(), view)
         assert view["state"] == "dead" and view["reason"] == "permanent_error"
-        # A job without a callback enqueues nothing.
+        # A job without a callback enqueues nothing; one whose metadata merely has a key named
+        # callback_url (the hook's plain search matches it) is dropped by the worker, not called.
         other = client.submit("And without a callback?")
+        lookalike = client.submit("And a lookalike?", metadata={"callback_url": receiver.url})
         assert client.wait(other, timeout=30).state is JobState.DEAD
-        time.sleep(0.5)
+        assert client.wait(lookalike, timeout=30).state is JobState.DEAD
+        wait_for(lambda: r.hget(keys.STATS, "callbacks_dropped") == "1", 10, what="the lookalike dropped")
         assert len(receiver.requests()) == 1
-        assert r.get(keys.CALLBACKS_SEQ) == "1"
+        assert r.get(keys.CALLBACKS_SEQ) == "2"
 
 
 def test_receiver_that_never_answers_is_dead_lettered_and_replay_redelivers(
