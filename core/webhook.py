@@ -59,9 +59,15 @@ def host_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:
 
 
 def where(url: str) -> str:
-    """scheme://host[:port] of a URL: what logs and errors show (a path or query may hold a token)."""
+    """scheme://host[:port] of a URL: what logs and errors show. Never its userinfo, path or query,
+    which may hold a credential or a token (a URL that came in around the submission checks)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = parts.hostname or "?"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
 
 
 def check_callback(request: JobRequest, allowed_hosts: Sequence[str]) -> None:

@@ -280,3 +280,39 @@ def test_two_workers_deliver_each_callback_once(stack: Stack, r: redis.Redis, si
         assert len(received) == 40
         assert {json.loads(q.body)["id"] for q in received} == set(ids)
         assert len({q.headers["webhook-id"] for q in received}) == 40
+
+
+def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credentials_shown(
+    stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path,
+) -> None:
+    from core import message, scripts
+    from core.job import JobSpec, payload_text
+
+    with receiving([200]) as receiver:
+        stack.start_worker(concurrency=4, **CALLBACK_ENV)
+        wait_workers(r, 1)
+        submit = r.register_script(scripts.SUBMIT)
+        ids = []
+        # As an older or foreign producer might store them: SUBMIT itself, no submission checks.
+        for url in (receiver.url.replace("http://", "http://ops:hunter2-password@") + "/hook",
+                    receiver.url.replace("127.0.0.1", "localhost") + "/hook"):
+            spec = JobSpec.new("Where is my order?")
+            payload = {**spec.model_dump(mode="json"), "callback_url": url}
+            submit(keys=[keys.job(spec.id), keys.PENDING, "askq", keys.STATS],
+                   args=[payload_text(payload), message.build("askq", payload, dispatch=1), time.time(), spec.id,
+                         "askq"])
+            ids.append(spec.id)
+        client = _client(stack, tmp_path)
+        # Credentials break the job contract: the job is dead invalid_payload; an unlisted host does not.
+        assert client.wait(ids[0], timeout=30).reason is DeadReason.INVALID_PAYLOAD
+        assert client.wait(ids[1], timeout=30).state is JobState.SUCCEEDED
+        records = wait_for(lambda: (found := client.dead_letters(reason=DeadReason.CALLBACK_FAILED))
+                           and len(found) == 2 and found, 30, what="two callback_failed dead letters")
+        errors = {record.job_id: record.error for record in records}
+        assert "must not carry credentials" in errors[ids[0]]
+        assert "'localhost' is not in callbacks.allowed_hosts" in errors[ids[1]]
+        assert receiver.requests() == []
+        stack.stop()
+        logs = [p.read_text(errors="replace") for p in stack.var_dir.glob("*.log")]
+        views = [client.get(job_id).model_dump_json() for job_id in ids]
+        assert not [text for text in [*errors.values(), *logs, *views] if "hunter2" in text]
