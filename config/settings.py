@@ -11,7 +11,10 @@ meaning a default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +142,63 @@ class HealthSettings(_Strict):
     window_s: float = Field(300.0, ge=10, le=3600)
 
 
+_HOST_ENTRY = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^[0-9a-f:.]+$")
+
+
+class CallbackSettings(_Strict):
+    """Completion callbacks (`callback_url`): who may be called, how they are signed, how hard askq tries."""
+
+    # Hosts a callback_url may name: an exact host name or IP address, or `*.example.com` for
+    # its subdomains. Empty: no job may carry a callback_url (refused at submission).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Standard Webhooks secret, `whsec_` + base64 of 24 to 64 random bytes. Workers need it to
+    # sign; producers do not.
+    secret: SecretStr | None = None
+    # One attempt's whole deadline (connect, send, status line and headers).
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    # Attempts in flight per worker process; more due deliveries wait their turn.
+    concurrency: int = Field(16, ge=1, le=1000)
+    # Backoff between attempts: full jitter, base * 2**n capped at cap_s.
+    retry_base_s: float = Field(1.0, gt=0)
+    retry_cap_s: float = Field(300.0, gt=0)
+    # A delivery still failing this long after the job ended is dead-lettered `callback_failed`.
+    give_up_after_s: float = Field(86400.0, gt=0)
+    # How often each worker process looks for due deliveries.
+    poll_s: float = Field(0.5, gt=0, le=60)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        hosts = []
+        for entry in value:
+            host = entry.strip().lower().strip("[]")
+            if not _HOST_ENTRY.match(host):
+                raise ValueError(f"{entry[:80]!a} is not a host name, IP address or *.domain")
+            hosts.append(host)
+        return hosts
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            callback_key(value)  # the error never quotes the value
+        return value
+
+
+def callback_key(secret: SecretStr) -> bytes:
+    """The HMAC key of a `whsec_...` secret; ValueError (never quoting it) when it has another form."""
+    text = secret.get_secret_value()
+    if not text.startswith("whsec_"):
+        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+    try:
+        key = base64.b64decode(text[len("whsec_"):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be whsec_ followed by valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"must decode to 24 to 64 bytes, got {len(key)}")
+    return key
+
+
 def _default_providers() -> list[ProviderSettings]:
     return [
         ProviderSettings(name="primary", base_url=SIM_URL, model="primary", timeout_s=10.0),
@@ -212,6 +272,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     flower: FlowerSettings = FlowerSettings()
     health: HealthSettings = HealthSettings()
+    callbacks: CallbackSettings = CallbackSettings()
 
     # Celery task events (task-received/started/succeeded) for Flower's task views; each costs
     # a Redis PUBLISH per task. Off by default: a running Flower turns them on in every worker by
@@ -241,6 +302,8 @@ class Settings(BaseSettings):
             raise ValueError("durable_retry_cap_s must stay below visibility_timeout_s")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("heartbeat_s must be shorter than lease_s so leases are renewed in time")
+        if self.callbacks.retry_base_s > self.callbacks.retry_cap_s:
+            raise ValueError("callbacks.retry_base_s must not exceed callbacks.retry_cap_s")
         if self.worker_retention_s <= 3 * self.heartbeat_s:
             raise ValueError("worker_retention_s must exceed three heartbeat_s, or live workers would be dropped")
         return self
@@ -357,6 +420,9 @@ def settings_secrets(settings: Settings) -> list[str]:
             for field in vars(value).values():
                 if isinstance(field, SecretStr):
                     found.append(field.get_secret_value())
+                    if isinstance(value, CallbackSettings) and field is value.secret:
+                        # Its base64 part alone is the key too: masked wherever it appears.
+                        found.append(field.get_secret_value().removeprefix("whsec_"))
                 elif isinstance(field, list | tuple):
                     found += [x.get_secret_value() for x in field if isinstance(x, SecretStr)]
     return found

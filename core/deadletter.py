@@ -47,6 +47,7 @@ class DeadLetterQueue:
         self._kill = client.register_script(scripts.KILL)
         self._replay = client.register_script(scripts.REPLAY)
         self._drop = client.register_script(scripts.DROP)
+        self._redeliver = client.register_script(scripts.REDELIVER)
 
     def kill(
         self,
@@ -147,8 +148,8 @@ class DeadLetterQueue:
         for start in range(0, len(record_ids), 500):
             pipe = self.redis.pipeline(transaction=False)
             for record_id in record_ids[start : start + 500]:
-                self._drop(keys=[keys.job(record_id), keys.dead_letter(record_id), keys.DLQ_INDEX],
-                           args=[record_id], client=pipe)
+                self._drop(keys=[keys.job(record_id), keys.dead_letter(record_id), keys.DLQ_INDEX,
+                                 keys.callback(record_id)], args=[record_id], client=pipe)
             pipe.execute()
 
     def count(self) -> int:
@@ -194,11 +195,16 @@ class DeadLetterQueue:
         try:
             record = self.show(record_id)
         except JobNotFoundError:
-            # Replayed already (replay removes the record): the job lives on, so this is a no-op.
-            state = self.redis.hget(keys.job(record_id), "state")
-            if state is not None and state != "dead":
+            # Replayed already (replay removes the record): the job (or callback) lives on, so
+            # this is a no-op.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(keys.job(record_id), "state")
+            pipe.hget(keys.callback(record_id), "state")
+            if any(state is not None and state != "dead" for state in pipe.execute()):
                 return "not_dead"
             raise
+        if record.reason is DeadReason.CALLBACK_FAILED:
+            return self._redeliver_callback(record.id, asked_at)
         if record.payload is None or record.job_id is None or record.job_id != record.id:
             return "no_payload"
         dispatch, recorded = self.redis.hmget(keys.job(record.id), ["dispatch", "queue"])
@@ -212,6 +218,14 @@ class DeadLetterQueue:
         )
         return str(outcome)
 
+    def _redeliver_callback(self, record_id: str, asked_at: float) -> str:
+        """Deliver a failed callback again (same webhook-id and body); the job is not touched."""
+        outcome = str(self._redeliver(
+            keys=[keys.callback(record_id), keys.CALLBACKS_DUE, keys.dead_letter(record_id), keys.DLQ_INDEX],
+            args=[record_id, time.time(), asked_at]))
+        # The event expired with its record, or was dropped: there is nothing left to deliver.
+        return "no_payload" if outcome == "gone" else outcome
+
     def replay_many(self, reason: DeadReason | None = None, asked_at: float | None = None) -> dict[str, str]:
         """Replay every record (with this reason) once: jobs dying again meanwhile are not replayed again."""
         if asked_at is None:
@@ -223,6 +237,13 @@ class DeadLetterQueue:
         records = self.list(reason=reason, limit=self.settings.dlq_max_records)
         self._drop_all([r.id for r in records])
         return len(records)
+
+
+def callback_record(event_id: str, job_id: str, error: str, url: str, attempts: int, first: float,
+                    now: float) -> str:
+    """The dead letter of a callback given up on, as JSON: its id is the event's (the webhook-id)."""
+    payload = {"webhook_id": event_id, "callback_url": url, "created": first}
+    return _record(event_id, job_id, DeadReason.CALLBACK_FAILED, error, payload, None, None, attempts, now)[1]
 
 
 def _record(

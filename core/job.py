@@ -10,8 +10,17 @@ import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
@@ -45,6 +54,9 @@ class DeadReason(StrEnum):
     # askq's own code or the job's own data failed (e.g. text that cannot be encoded into a
     # request): not a provider's fault, so no breaker counted it and no tier retried it.
     INTERNAL_ERROR = "internal_error"
+    # Not the job's death: its completion callback could not be delivered (the job itself is
+    # terminal and keeps its outcome). Replay re-delivers the callback, not the job.
+    CALLBACK_FAILED = "callback_failed"
 
 
 # The contract's own limits on metadata (the question and context limits are settings): it
@@ -219,6 +231,46 @@ _METADATA_SCHEMA: JsonDict = {
 }
 
 
+# A callback URL: absolute http(s), a host, no credentials, printable ASCII (non-ASCII must be
+# percent-encoded or punycode), so it travels in JSON and Lua unescaped. Which hosts may be
+# called is a setting, checked where settings are known (core/webhook.py check_callback).
+CALLBACK_URL_MAX_CHARS = 2048
+_URL_CHARS = re.compile(r"^[!#-\[\]-~]+$")  # printable ASCII without space, '"' or backslash
+
+
+def _callback_url(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _refuse(f"expected a string (an http or https URL), got {kind_of(value)}")
+    if len(value) > CALLBACK_URL_MAX_CHARS:
+        raise _refuse(f"{len(value)} characters, at most {CALLBACK_URL_MAX_CHARS}")
+    if not _URL_CHARS.match(value):
+        raise _refuse("must be printable ASCII without spaces, quotes or backslashes (percent-encode the rest)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise _refuse(f"not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme[:20]!a}" if parts.scheme else "none"
+        raise _refuse(f"only http and https URLs are called back, got scheme {shown}")
+    if parts.username is not None or parts.password is not None:
+        # Never stored or logged: a URL's userinfo is a credential.
+        raise _refuse("must not carry credentials (user:password@); the receiver verifies the signature instead")
+    if not parts.hostname:
+        raise _refuse("has no host")
+    if port == 0:
+        raise _refuse("port 0 is not a port")
+    if parts.fragment:
+        raise _refuse("must not have a #fragment (it is never sent)")
+    return value
+
+
+# What the schema states (a subset of what is accepted: host names, not IP literals).
+CALLBACK_URL_PATTERN = ("^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]*[A-Za-z0-9][A-Za-z0-9.-]*(:[1-9][0-9]{0,3})?"
+                        "([/?][!$-\\[\\]-~]*)?$")
+
 Text = Annotated[str, BeforeValidator(_text)]
 MetadataValue = Annotated[str | int | float | bool | None, BeforeValidator(_metadata_value)]
 
@@ -240,6 +292,19 @@ class JobRequest(BaseModel):
         None, min_length=1, max_length=256, json_schema_extra={"pattern": _not_blank_without(_CONTROLS)})
     metadata: Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)] = Field(
         default_factory=dict, json_schema_extra=_METADATA_SCHEMA)
+    # POSTed the job's view, signed, once it is terminal (workers/callbacks.py).
+    callback_url: Annotated[str | None, BeforeValidator(_callback_url)] = Field(
+        None, max_length=CALLBACK_URL_MAX_CHARS,
+        json_schema_extra={"format": "uri", "pattern": CALLBACK_URL_PATTERN})
+
+    @model_serializer(mode="wrap")
+    def _omit_no_callback(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A job without a callback is stored and sent exactly as before the field existed, so
+        # its payload (and a worker not yet upgraded) does not change.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("callback_url", "") is None:
+            del data["callback_url"]
+        return data
 
 
 # The one list of fields a producer may give (client, CLI file, HTTP API all check against it).
@@ -261,9 +326,10 @@ class JobSpec(JobRequest):
         context: Any = None,
         idempotency_key: Any = None,
         metadata: Any = None,
+        callback_url: Any = None,
     ) -> JobSpec:
-        """A new job from what a producer gave (None: no context, key or metadata)."""
-        return cls.of(parse_request(request_data(question, context, idempotency_key, metadata)))
+        """A new job from what a producer gave (None: no context, key, metadata or callback)."""
+        return cls.of(parse_request(request_data(question, context, idempotency_key, metadata, callback_url)))
 
     @classmethod
     def of(cls, request: JobRequest, idempotency_key: str | None = None) -> JobSpec:
@@ -274,7 +340,8 @@ class JobSpec(JobRequest):
         job_id = job_id_for(key) if key else uuid.uuid4().hex
         # Built without validating again: every field comes from a checked request or from here.
         return cls.model_construct(question=request.question, context=request.context, idempotency_key=key,
-                                   metadata=request.metadata, id=job_id, created=time.time())
+                                   metadata=request.metadata, callback_url=request.callback_url, id=job_id,
+                                   created=time.time())
 
 
 class TokenUsage(BaseModel):
@@ -330,10 +397,13 @@ def job_id_for(idempotency_key: str) -> str:
 
 
 def request_data(question: Any, context: Any = None, idempotency_key: Any = None,
-                 metadata: Any = None) -> dict[str, Any]:
+                 metadata: Any = None, callback_url: Any = None) -> dict[str, Any]:
     """A request as a dict, from a Python caller's arguments (None means none given)."""
-    return {"question": question, "context": [] if context is None else context,
+    data = {"question": question, "context": [] if context is None else context,
             "idempotency_key": idempotency_key, "metadata": {} if metadata is None else metadata}
+    if callback_url is not None:
+        data["callback_url"] = callback_url
+    return data
 
 
 def parse_request(data: Any) -> JobRequest:

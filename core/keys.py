@@ -107,3 +107,21 @@ def health_bucket(bucket: int) -> str:
 # "<name>:sum", "<name>:count"; names queue_wait, run, end_to_end — owner: stats (workers write,
 # metrics reads and makes the buckets cumulative at scrape time). No TTL.
 LATENCY = f"{PREFIX}:latency"
+
+
+# ZSET callback event id -> due time (epoch s) of completion callbacks still to deliver; a taken
+# delivery's score is its lease expiry, so one whose worker died is due again after it —
+# owner: scripts (a job's terminal write adds it), workers/callbacks (take, settle). No TTL.
+CALLBACKS_DUE = f"{PREFIX}:callbacks:due"
+
+# STRING counter numbering callback events, so a webhook-id is never reused (not even by a job
+# submitted again under an expired idempotency key) — owner: scripts. No TTL.
+CALLBACKS_SEQ = f"{PREFIX}:callbacks:seq"
+
+
+# HASH per callback event (its id is the webhook-id): job_id, url, job (JSON snapshot of the job
+# hash when it became terminal), body (the signed JSON, fixed at the first attempt), first
+# (enqueue time), attempts, lease, error, state (pending | dead), dead_at — owner: scripts,
+# workers/callbacks, deadletter (replay). No TTL while pending; dlq_max_age_s once dead.
+def callback(event_id: str) -> str:
+    return f"{PREFIX}:callback:{event_id}"

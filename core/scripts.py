@@ -6,6 +6,37 @@ nothing otherwise, so redelivered, replayed, reclaimed or late work can never wr
 
 from __future__ import annotations
 
+from core import keys
+
+
+# A Lua function every script that makes a job terminal starts with; its one line
+# `enqueue_callback(job key, job id, now)` after the terminal write enqueues the job's completion
+# callback in the same atomic step, so a worker dying right after the write cannot lose it. The
+# job as it is now (hash fields) is kept with the delivery: the receiver is sent the terminal
+# view even if the job moves on (replayed) or expires before the callback gets through.
+# A plain search first: a job without a callback costs no JSON decode, no write. The key appears
+# unescaped only as an object key; a false match (e.g. a metadata key) is dropped by the worker.
+def _named(lua: str, **names: str) -> str:
+    """Lua with <NAME> placeholders replaced by key names from core/keys.py."""
+    for name, value in names.items():
+        lua = lua.replace(f"<{name}>", value)
+    return lua
+
+
+CALLBACK_HOOK = _named("""
+local function enqueue_callback(job_key, job_id, now)
+  local payload = redis.call('HGET', job_key, 'payload')
+  if not payload or not string.find(payload, '"callback_url"', 1, true) then return end
+  local all = redis.call('HGETALL', job_key)
+  local job = {}
+  for i = 1, #all, 2 do job[all[i]] = all[i + 1] end
+  local id = 'msg_' .. job_id .. '_' .. redis.call('INCR', '<SEQ>')
+  redis.call('HSET', '<CALLBACK>' .. id, 'job_id', job_id, 'job', cjson.encode(job), 'first', now,
+             'attempts', 0, 'state', 'pending', 'lease', '')
+  redis.call('ZADD', '<DUE>', now, id)
+end
+""", SEQ=keys.CALLBACKS_SEQ, CALLBACK=keys.callback(""), DUE=keys.CALLBACKS_DUE)
+
 # KEYS: job, pending, queue, stats   ARGV: payload, message, now, job_id, queue name
 # Creates the job and enqueues its first message in one step; an existing job is left alone.
 # The queue is recorded: every later requeue (reaper, retry, replay) goes back to it.
@@ -55,7 +86,7 @@ return {'ok'}
 # better one than a stored degraded answer) is refused and counted as a late write, so an answer
 # a reader has seen never changes. The same token again is the writer retrying a write whose
 # reply it lost: ok, counted once.
-FINISH = """
+FINISH = CALLBACK_HOOK + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by')
 local state = h[1]
 if not state then return 'missing' end
@@ -75,6 +106,7 @@ redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
 redis.call('HINCRBY', KEYS[4], 'source:' .. ARGV[3], 1)
+enqueue_callback(KEYS[1], ARGV[7], ARGV[5])
 return 'ok'
 """
 
@@ -87,7 +119,7 @@ return 'ok'
 # | changed.
 # The job hash keeps the counts its view shows, taken from the record itself so the two agree:
 # attempts = the calls in the record's history (skipped tiers are not calls).
-KILL = """
+KILL = CALLBACK_HOOK + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'dispatch', 'lease_until')
 local state = h[1]
 if state == 'succeeded' or state == 'dead' then return 'terminal' end
@@ -115,6 +147,7 @@ if state then
   -- A dead job lives exactly as long as its dead letter (not result_ttl): until then its
   -- idempotency key names this dead job, and list, show, status and replay agree about it.
   redis.call('EXPIRE', KEYS[1], ARGV[8])
+  enqueue_callback(KEYS[1], ARGV[7], ARGV[5])
 end
 redis.call('ZREM', KEYS[2], ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[7])
@@ -125,13 +158,15 @@ redis.call('HINCRBY', KEYS[6], 'dead:' .. ARGV[3], 1)
 return 'ok'
 """
 
-# KEYS: job, dlq_record, dlq_index   ARGV: record id
-# Drops a dead letter (trimmed or purged) and, while it is still dead, its job: a dead job and
-# its dead letter come and go together, so no id is dead in one view and unknown in the other.
+# KEYS: job, dlq_record, dlq_index, callback   ARGV: record id
+# Drops a dead letter (trimmed or purged) and, while it is still dead, its job (or, for a
+# callback_failed record, its callback event): the two come and go together, so no id is dead in
+# one view and unknown in the other.
 DROP = """
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('HGET', KEYS[1], 'state') == 'dead' then redis.call('DEL', KEYS[1]) end
+if KEYS[4] and redis.call('HGET', KEYS[4], 'state') == 'dead' then redis.call('DEL', KEYS[4]) end
 return 1
 """
 
@@ -274,4 +309,78 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'dropped' end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 'restored'
+"""
+
+# KEYS: callbacks_due   ARGV: now, lease_until, token, limit
+# Takes up to `limit` due callback deliveries under a lease: each is pushed to lease_until in
+# the due set (so no other worker takes it meanwhile; one whose worker died is due again then)
+# and its attempt counted. Returns {id, job_id, job snapshot, first, attempts} per delivery.
+TAKE_CALLBACKS = _named("""
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local taken = {}
+for _, id in ipairs(ids) do
+  local key = '<CALLBACK>' .. id
+  local h = redis.call('HMGET', key, 'state', 'job_id', 'job', 'first')
+  if h[1] ~= 'pending' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', key, 'lease', ARGV[3])
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    table.insert(taken, {id, h[2], h[3], h[4], attempts})
+  end
+end
+return taken
+""", CALLBACK=keys.callback(""))
+
+# KEYS: callbacks_due, callback, stats, dlq_index, dlq_record
+# ARGV: id, token, outcome (delivered | dropped | retry | dead), due, error, record, now, dlq_ttl
+# Settles one attempt. Delivered (by anyone, lease or not) ends the event; retry and dead need
+# the attempt's own lease. Dead keeps the event (state dead, stamped on Redis's clock for
+# replay's `newer` rule) as long as its dead letter. Returns ok | gone | lease_lost.
+SETTLE_CALLBACK = """
+local h = redis.call('HMGET', KEYS[2], 'state', 'lease')
+if not h[1] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 'gone'
+end
+if ARGV[3] == 'delivered' or ARGV[3] == 'dropped' then
+  if h[1] ~= 'pending' then return 'gone' end
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'callbacks_' .. ARGV[3], 1)
+  return 'ok'
+end
+if h[1] ~= 'pending' or h[2] ~= ARGV[2] then return 'lease_lost' end
+redis.call('HSET', KEYS[2], 'error', ARGV[5], 'lease', '')
+if ARGV[3] == 'retry' then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'callbacks_retried', 1)
+  return 'ok'
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], 'state', 'dead', 'dead_at', t[1] + t[2] / 1000000)
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[8])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'callbacks_failed', 1)
+return 'ok'
+"""
+
+# KEYS: callback, callbacks_due, dlq_record, dlq_index   ARGV: id, now, asked at (Redis clock; '' = any)
+# Replays a callback_failed dead letter: the same event (same webhook-id, same body) is due
+# again at once with a fresh give-up window; the job is not touched. Like REPLAY, a replay
+# replays the failure it was asked about, never a newer one. Returns ok | not_dead | newer | gone.
+REDELIVER = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'dead_at')
+if not h[1] then return 'gone' end
+if h[1] ~= 'dead' then return 'not_dead' end
+if ARGV[3] ~= '' and tonumber(h[2] or '0') > tonumber(ARGV[3]) then return 'newer' end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'first', ARGV[2], 'lease', '')
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 'ok'
 """

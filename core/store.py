@@ -13,6 +13,7 @@ from config.settings import Settings
 from core import keys, message, scripts
 from core.errors import JobNotFoundError, WaitTimeoutError
 from core.job import DeadReason, JobSpec, JobState, JobView, Result, check_limits, payload_text
+from core.webhook import check_callback
 
 
 class JobStore:
@@ -27,6 +28,7 @@ class JobStore:
         check_limits(
             spec, self.settings.max_question_chars, self.settings.max_context_docs, self.settings.max_context_chars
         )
+        check_callback(spec, self.settings.callbacks.allowed_hosts)
         payload = spec.model_dump(mode="json")
         msg = message.build(self.settings.queue, payload, dispatch=1)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]

@@ -23,6 +23,7 @@ from config.settings import Settings
 from core.connection import connect
 from core.errors import ConfigError, JobNotFoundError
 from core.metrics import registry_for
+from core.webhook import callback_url_schema
 from producers.client import Client
 from producers.routes import deadletters, jobs, probes
 from producers.routes.common import AUTH, Problem, ValidationProblem, known_query, problem_response, problems_of
@@ -68,6 +69,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         job["context"]["items"]["maxLength"] = settings.max_context_chars
         job["context"]["description"] = (f"up to {settings.max_context_docs} documents of "
                                          f"{settings.max_context_chars} characters in all")
+        job["callback_url"] = callback_url_schema(settings.callbacks.allowed_hosts)
         components["BatchIn"]["properties"]["jobs"]["maxItems"] = settings.api.max_batch
         for operation in (op for path in schema["paths"].values() for op in path.values()):
             if "422" in operation.get("responses", {}):

@@ -157,7 +157,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     metadata = parse_metadata(args.metadata)  # checked before anything connects
     if args.file:
         given = [name for name, value in (("a question", args.question), ("--context", args.context),
-                                          ("--key", args.key), ("--metadata", args.metadata)) if value is not None]
+                                          ("--key", args.key), ("--metadata", args.metadata),
+                                          ("--callback-url", args.callback_url)) if value is not None]
         if given:
             raise InvalidJobError(f"--file takes no {', '.join(given)}: put them in the file's lines")
         return _submit_file(Path(args.file), args.derive_key)
@@ -165,7 +166,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise InvalidJobError('give a question, or --file questions.jsonl')
     settings = load_settings()
     # Checked whole before anything connects (or starts the embedded Redis).
-    spec = prepare_job(request_data(args.question, args.context, args.key, metadata), settings, args.derive_key)
+    spec = prepare_job(request_data(args.question, args.context, args.key, metadata, args.callback_url), settings,
+                       args.derive_key)
     Client(settings).store.submit(spec)
     print(spec.id)
     return 0
@@ -351,6 +353,8 @@ def register(sub: Any) -> None:
     p.add_argument("--derive-key", action="store_true", help="derive the idempotency key from the content")
     p.add_argument("--metadata", metavar="JSON",
                    help='JSON object of metadata, e.g. \'{"team": "billing"}\'')
+    p.add_argument("--callback-url", metavar="URL",
+                   help="POST the job's view here, signed, once it ends (host in callbacks.allowed_hosts)")
     p.set_defaults(func=_redis_errors(cmd_submit))
 
     p = sub.add_parser("status", help="show a job")

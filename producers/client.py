@@ -26,6 +26,7 @@ from core.job import (
     request_data,
 )
 from core.store import JobStore
+from core.webhook import check_callback
 
 
 def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:
@@ -68,6 +69,7 @@ def prepare_job(job: Any, settings: Settings | None = None, derive_key: bool = F
     spec = JobSpec.of(request, key)
     if settings is not None:
         check_limits(spec, settings.max_question_chars, settings.max_context_docs, settings.max_context_chars)
+        check_callback(spec, settings.callbacks.allowed_hosts)
     return spec
 
 
@@ -145,9 +147,11 @@ class Client:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
+        callback_url: str | None = None,
     ) -> JobSpec:
         """Validate a job without submitting it (InvalidJobError names the bad field)."""
-        return prepare_job(request_data(question, context, idempotency_key, metadata), self.settings, derive_key)
+        return prepare_job(request_data(question, context, idempotency_key, metadata, callback_url), self.settings,
+                           derive_key)
 
     def submit(
         self,
@@ -156,9 +160,13 @@ class Client:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
+        callback_url: str | None = None,
     ) -> str:
-        """Enqueue one job and return its id; the same idempotency key always returns the same id."""
-        spec = self.spec(question, context, idempotency_key, metadata, derive_key)
+        """Enqueue one job and return its id; the same idempotency key always returns the same id.
+
+        callback_url: POSTed the job's view, signed, once it is terminal (README: Completion callbacks).
+        """
+        spec = self.spec(question, context, idempotency_key, metadata, derive_key, callback_url)
         self.store.submit(spec)
         return spec.id
 

@@ -33,7 +33,8 @@ class JobClient(Protocol):
     """What both clients offer, so a service can switch transport by configuration alone."""
 
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
-               metadata: dict[str, Any] | None = None, derive_key: bool = False) -> str: ...
+               metadata: dict[str, Any] | None = None, derive_key: bool = False,
+               callback_url: str | None = None) -> str: ...
 
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]: ...
 
@@ -81,13 +82,15 @@ class HttpClient:
         return reply
 
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
-               metadata: dict[str, Any] | None = None, derive_key: bool = False) -> str:
+               metadata: dict[str, Any] | None = None, derive_key: bool = False,
+               callback_url: str | None = None) -> str:
         """Enqueue one job and return its id; the same idempotency key always returns the same id.
 
         The job is checked here first (as `Client` checks it), so a bad one never reaches the
-        wire; the server checks it again, with its own limits.
+        wire; the server checks it again, with its own limits (and callback allow-list).
         """
-        spec = prepare_job(request_data(question, context, idempotency_key, metadata), derive_key=derive_key)
+        spec = prepare_job(request_data(question, context, idempotency_key, metadata, callback_url),
+                           derive_key=derive_key)
         return str(self._call("POST", "/v1/jobs", json=_body(spec)).json()["id"])
 
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]:

@@ -22,7 +22,7 @@ FORBIDDEN = {
 
 
 KEY_LITERAL = re.compile(
-    r"askq:(job|leases|retries|pending|dlq|workers?|reaper|breaker|rate|cache|stats|health|metrics)\b"
+    r"askq:(job|leases|retries|pending|dlq|workers?|reaper|breaker|rate|cache|stats|health|metrics|callbacks?)\b"
 )
 
 

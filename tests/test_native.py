@@ -157,6 +157,9 @@ def test_a_malformed_send_task_is_dead_lettered_naming_the_problem(
         "over the limit": ({"job": {"question": big}}, "limit is"),
         "a dispatch without a job id": ({"job": {"question": "Hi?"}, "dispatch": 2}, "dispatch"),
         "no job": ({"question": "Hi?"}, "job"),
+        # The allow-list is the worker's setting (empty here: no callbacks at all).
+        "a callback to a host not allowed": ({"job": {"question": "Hi?", "callback_url": "https://evil.example/h"}},
+                                             "callback_url"),
     }
     task_ids = send(tmp_path, redis_server.url, *({"kwargs": kwargs} for kwargs, _ in cases.values()))
     dlq = DeadLetterQueue(r, settings)

@@ -87,6 +87,11 @@ def _submit(rt: Runtime, request: JobRequest, task_id: str) -> str:
         try:
             created = store.submit(spec)
             break
+        except InvalidJobError as exc:
+            # A rule only this side knows (the callback allow-list, this worker's limits): refused
+            # as a record of its own, never acknowledged into nothing.
+            _dead_letter(task_id, (), {"job": request.model_dump(mode="json", exclude_none=True)}, str(exc))
+            return "invalid"
         except redis.RedisError as exc:
             if not transient(exc):
                 # Redis refuses the write itself (not an outage): requeueing would loop, so the

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from config.settings import Settings
 from core.errors import InvalidJobError
 from core.job import JobRequest, JobSpec, JobView, check_limits, key_conflicts
+from core.webhook import check_callback
 from producers.client import Client
 from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
 from producers.waiter import ResultWaiter
@@ -122,8 +123,9 @@ def parse_submission(raw: bytes, settings: Settings) -> tuple[list[JobSpec], boo
     for index, job in enumerate(jobs):
         where: tuple[str | int, ...] = ("jobs", index) if batch else ()
         try:
-            spec = JobSpec.new(job.question, job.context, job.idempotency_key, job.metadata)
+            spec = JobSpec.of(job)
             check_limits(spec, settings.max_question_chars, settings.max_context_docs, settings.max_context_chars)
+            check_callback(spec, settings.callbacks.allowed_hosts)
         except InvalidJobError as exc:
             field, _, problem = str(exc).partition(": ")
             raise _refuse((*where, field), problem or str(exc)) from None
