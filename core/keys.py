@@ -107,3 +107,15 @@ def health_bucket(bucket: int) -> str:
 # "<name>:sum", "<name>:count"; names queue_wait, run, end_to_end — owner: stats (workers write,
 # metrics reads and makes the buckets cumulative at scrape time). No TTL.
 LATENCY = f"{PREFIX}:latency"
+
+
+# ZSET job id -> expires_at (epoch s, Redis's clock) of jobs that carry one and are not terminal
+# — owner: store (SUBMIT adds), scripts (FINISH, KILL, CANCEL, EXPIRE remove), reaper (sweeps
+# due entries: expires queued and retrying jobs; a running one is looked at again when its lease
+# ends). No TTL.
+EXPIRIES = f"{PREFIX}:expiries"
+
+# PUB/SUB channel: the id of every running job a producer cancelled (published by CANCEL) —
+# owner: scripts; every worker listens and aborts its run of that job at once. The job hash's
+# state is the durable record: lease renewal reports it to a worker that missed the message.
+CANCELS = f"{PREFIX}:cancels"

@@ -16,6 +16,7 @@ from core.deadletter import DeadLetter, DeadLetterQueue
 from core.errors import InvalidJobError
 from core.job import (
     SUBMIT_FIELDS,
+    CancelOutcome,
     DeadReason,
     JobSpec,
     JobView,
@@ -129,9 +130,12 @@ class Client:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
     ) -> JobSpec:
         """Validate a job without submitting it (InvalidJobError names the bad field)."""
-        return prepare_job(request_data(question, context, idempotency_key, metadata), self.settings, derive_key)
+        return prepare_job(request_data(question, context, idempotency_key, metadata, expires_at, ttl_s),
+                           self.settings, derive_key)
 
     def submit(
         self,
@@ -140,9 +144,15 @@ class Client:
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
     ) -> str:
-        """Enqueue one job and return its id; the same idempotency key always returns the same id."""
-        spec = self.spec(question, context, idempotency_key, metadata, derive_key)
+        """Enqueue one job and return its id; the same idempotency key always returns the same id.
+
+        expires_at (epoch seconds) or ttl_s (seconds from now): a job not started by then is
+        never run and ends expired.
+        """
+        spec = self.spec(question, context, idempotency_key, metadata, derive_key, expires_at, ttl_s)
         self.store.submit(spec)
         return spec.id
 
@@ -159,8 +169,20 @@ class Client:
     def get(self, job_id: str) -> JobView:
         return self.store.get(job_id)
 
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a queued or retrying one never calls a provider, a running one has its
+        provider call stopped, and none stores a result. Cancelling twice says already_cancelled;
+        a job that ended first says how (already_succeeded, ...). JobNotFoundError if none."""
+        return self.store.cancel(job_id)
+
+    def cancel_where(self, where: dict[str, Any]) -> dict[str, str]:
+        """Cancel every job not yet ended whose metadata holds all of where's keys and values
+        (values compared as JSON: "1" is not 1, true is not 1); job id -> outcome of each match."""
+        return self.store.cancel_where(where)
+
     def wait(self, job_id: str, timeout: float = 60.0) -> JobView:
-        """Block until the job succeeded or is dead; WaitTimeoutError after timeout seconds."""
+        """Block until the job is terminal (succeeded, dead, cancelled or expired); WaitTimeoutError
+        after timeout seconds."""
         return self.store.wait(job_id, timeout)
 
     def wait_many(

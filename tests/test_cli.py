@@ -115,7 +115,7 @@ def test_every_dlq_command_and_argument_has_help(capsys: pytest.CaptureFixture[s
 def test_client_cli_file_and_api_allow_the_same_job_fields(
     tmp_path: Path, settings: Settings, r: redis.Redis
 ) -> None:
-    assert set(SUBMIT_FIELDS) == {"question", "context", "idempotency_key", "metadata"}
+    assert set(SUBMIT_FIELDS) == {"question", "context", "idempotency_key", "metadata", "expires_at", "ttl_s"}
     allowed = str(sorted(SUBMIT_FIELDS))
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"question": "hi", "colour": "red"}\n')

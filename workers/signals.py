@@ -12,7 +12,7 @@ import structlog
 from celery.signals import worker_ready, worker_shutdown
 
 from config.logging import configure_logging
-from workers import heartbeat, reaper
+from workers import cancels, heartbeat, reaper
 from workers.runtime import get_runtime
 
 log = structlog.get_logger("askq.worker")
@@ -31,6 +31,7 @@ def _start(**_: Any) -> None:
 
     stop_loop = _stop_loop = rt.call(make_event())
     rt.spawn("heartbeat", lambda: heartbeat.run(rt, stop_loop), stop_loop)
+    rt.spawn("cancels", lambda: cancels.listen(rt, stop_loop), stop_loop)
 
     def renew_own_leases() -> None:
         # Bounded: a sweep is skipped (and retried next interval) rather than made to wait.
