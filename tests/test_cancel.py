@@ -303,3 +303,26 @@ def test_no_write_of_a_run_lands_on_a_cancelled_job(settings: Settings, r: redis
     assert r.zcard(keys.RETRIES) == 0 and r.zcard(keys.DLQ_INDEX) == 0
     counters = read_counters(r)
     assert counters["cancelled"] == 3 and "succeeded" not in counters and "late_writes" not in counters
+
+
+def test_a_claim_past_expires_at_is_refused_and_ends_the_job(settings: Settings, r: redis.Redis,
+                                                             client: Client) -> None:
+    job_id = client.submit("Still wanted?", expires_at=time.time() + 0.3)
+    keep = client.submit("Wanted for an hour", ttl_s=3600)
+    time.sleep(0.5)
+
+    async def scenario() -> list[str]:
+        assert settings.redis_url is not None
+        ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+        jobs = WorkerJobState(ar, settings)
+        out = [await jobs.claim(job_id, 1, uuid.uuid4().hex, "test:1"), await jobs.expire(job_id),
+               await jobs.expire(job_id), await jobs.claim(keep, 1, uuid.uuid4().hex, "test:1"),
+               await jobs.expire(keep)]
+        await ar.aclose()
+        return out
+
+    # expired at claim; ended once; a job not yet due runs, and a run going is not stopped by expiry.
+    assert asyncio.run(scenario()) == ["expired", "expired", "gone", "ok", "early"]
+    assert client.get(job_id).state is JobState.EXPIRED
+    assert client.get(keep).state is JobState.RUNNING
+    assert read_counters(r)["expired"] == 1
