@@ -276,7 +276,10 @@ class JobRequest(BaseModel):
     not a list of documents), then for text that cannot travel as UTF-8.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        # expires_at and ttl_s are alternatives (the model validator's rule, said in the schema).
+        "not": {"required": ["expires_at", "ttl_s"],
+                "properties": {"expires_at": {"type": "number"}, "ttl_s": {"type": "number"}}}})
 
     question: Annotated[str, BeforeValidator(_question)] = Field(
         min_length=1, json_schema_extra={"pattern": _not_blank_without(_NUL)})
