@@ -27,7 +27,7 @@ from core.job import (
 
 # Jobs read per round trip by a bulk cancel: it walks the pending index (jobs not yet ended)
 # only, a batch at a time, so Redis is never held by one long command.
-CANCEL_SCAN_BATCH = 500
+CANCEL_SCAN_BATCH = 200
 
 
 class JobStore:
