@@ -7,6 +7,7 @@ gauge show whether a provider was called and whether a call was cut short).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter
@@ -23,7 +24,7 @@ from core import keys, scripts
 from core.deadletter import DeadLetterQueue
 from core.errors import InvalidJobError, JobNotFoundError
 from core.health import check_health
-from core.job import CancelOutcome, DeadReason, JobState, Result
+from core.job import CancelOutcome, DeadReason, JobState, Result, parse_spec
 from core.stats import read_counters, read_health_window
 from core.store import cancel_keys
 from producers.api import create_app
@@ -33,8 +34,10 @@ from tests.conftest import Sim, wait_for, wait_workers
 from tests.test_api import TOKEN as TEST_API_TOKEN
 from tests.test_api import serve_api
 from tests.test_cli import run_main
+from workers.execution import execute
 from workers.jobstate import JobState as WorkerJobState
 from workers.reaper import Reaper
+from workers.runtime import Runtime
 
 TOKEN = "cancel-token"
 
@@ -248,6 +251,11 @@ def test_bulk_cancel_by_metadata(settings: Settings, r: redis.Redis, client: Cli
         assert "/v1/jobs/cancel" in http.get("/openapi.json").json()["paths"]
     assert client.get(flag).state is JobState.QUEUED
     assert read_counters(r)["cancelled"] == 7 + 1 + 1 + 3
+    capsys.readouterr()  # the API's log lines
+    code, out, _ = run_main(["stats", "--json"], capsys)
+    assert code == 0 and json.loads(out)["cancelled"] == 12
+    code, out, _ = run_main(["stats"], capsys)
+    assert code == 0 and "cancelled" in out and "12" in out
 
 
 def test_http_client_cancels_like_the_broker_client(stack: Stack, r: redis.Redis, client: Client) -> None:
@@ -326,3 +334,25 @@ def test_a_claim_past_expires_at_is_refused_and_ends_the_job(settings: Settings,
     assert client.get(job_id).state is JobState.EXPIRED
     assert client.get(keep).state is JobState.RUNNING
     assert read_counters(r)["expired"] == 1
+
+
+def test_a_cancel_heard_before_its_run_starts_stops_it_before_any_call(
+    settings: Settings, r: redis.Redis, client: Client, sim: Sim
+) -> None:
+    """The cancel's message and the claim's reply race on two connections: a cancel heard for a
+    job with no run here yet stops the run that starts next, before its first provider call."""
+    job_id = client.submit("Where is my order?")
+    spec = parse_spec(json.loads(r.hget(keys.job(job_id), "payload") or "{}"))
+    rt = Runtime(settings)
+    try:
+        assert rt.call(_cancel_heard(rt, job_id)) == 0  # no run here yet: remembered
+        assert rt.call(execute(rt, spec, 1, "task-1")) == "cancelled"
+        assert rt.runs == {}
+    finally:
+        rt.close()
+    assert sim.requests("primary") == 0
+    assert client.cancel(job_id) is CancelOutcome.CANCELLED  # (the state the real cancel had written)
+
+
+async def _cancel_heard(rt: Runtime, job_id: str) -> int:
+    return rt.cancel_job(job_id)  # on the loop, as the listener calls it
