@@ -125,6 +125,10 @@ def test_cancelling_a_running_job_cuts_its_provider_call_and_writes_no_result(
     time.sleep(0.5)  # a retry or another tier, if the run went on, would reach the simulator now
     assert sim.stats()["total_requests"] == 1
     assert client.get(job_id).result is None
+    # The call was made, so it is counted; cut short by askq, it is no fault of the provider's.
+    wait_for(lambda: read_counters(r).get("attempts:primary") == 1, 10, what="the run's counters")
+    assert not [name for name in read_counters(r) if name.startswith(("errors:", "succeeded", "dead"))]
+    assert r.hget(keys.breaker("primary"), "state") in (None, "closed")
 
 
 def test_a_job_cancelled_in_durable_retry_is_never_retried(

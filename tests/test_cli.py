@@ -193,7 +193,8 @@ def test_every_bad_line_is_named_up_to_a_cap_with_a_count(
     assert listed[:11] == [
         "line 11: not valid JSON (Expecting value: line 1 column 14 (char 13))",
         'line 12: expected an object (dict) with a "question", got a list',
-        "line 13: unknown field(s) ['colour']; allowed: ['context', 'expires_at', 'idempotency_key', 'metadata', 'question', 'ttl_s']",
+        "line 13: unknown field(s) ['colour']; allowed: ['context', 'expires_at', 'idempotency_key', 'metadata', "
+        "'question', 'ttl_s']",
         "line 14: context: expected a valid list of strings, got a string",
         "line 15: not valid JSON (field(s) ['question'] given twice)",
         "line 16: context: expected a valid list of strings, got null",
