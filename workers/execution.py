@@ -67,10 +67,11 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
         os._exit(137)
     run = rt.start_run(spec.id, token)
     try:
+        ladder = LadderResult(outcome="exhausted")
         if not run.cancelled:
             # Its own task, so a cancel stops the provider calls (closing the open HTTP request)
             # and nothing else: this coroutine still ends the run cleanly.
-            run.task = asyncio.create_task(_walk(rt, spec, prefetched))
+            run.task = asyncio.create_task(_walk(rt, spec, prefetched, ladder))
             try:
                 ladder = await run.task
             except asyncio.CancelledError:
@@ -78,8 +79,10 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
                 if not run.cancelled or (current is not None and current.cancelling()):
                     raise  # this delivery itself is being stopped, not the job
         if run.cancelled:
-            # The job's state says cancelled already (CANCEL wrote it): nothing to write.
+            # The job's state says cancelled already (CANCEL wrote it): no outcome to write, only
+            # the calls it made (a cancelled call is counted as made, never as the provider's fault).
             log.info("job_cancelled", while_="running", ran_s=round(time.time() - run.started, 3))
+            await _counters_with_retry(rt, ladder.counters, {})
             return "cancelled"
         # From here the outcome write ends the lease on purpose; the heartbeat must not call it lost.
         run.finishing = True
@@ -91,11 +94,11 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
         rt.end_run(run)
 
 
-async def _walk(rt: Runtime, spec: JobSpec, prefetched: Prefetched | None) -> LadderResult:
-    """The ladder for one run, bounded by run_timeout_s."""
+async def _walk(rt: Runtime, spec: JobSpec, prefetched: Prefetched | None, record: LadderResult) -> LadderResult:
+    """The ladder for one run, bounded by run_timeout_s; it fills record as it goes."""
     try:
         async with asyncio.timeout(rt.settings.run_timeout_s):
-            return await rt.ladder.run(spec, prefetched, defer_success=True)
+            return await rt.ladder.run(spec, prefetched, defer_success=True, result=record)
     except TimeoutError:
         # Every call is bounded by its timeout, so this is a hang askq did not foresee: the
         # job goes to a durable retry instead of holding its lease (and slot) forever.
