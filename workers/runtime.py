@@ -140,8 +140,11 @@ class Runtime:
     def start_run(self, job_id: str, token: str) -> Run:
         run = Run(job_id, token, time.time())
         self.runs[(job_id, token)] = run
-        if job_id in self.recent_cancels:
-            run.cancelled = True  # cancelled between its claim and now: never starts its calls
+        # A cancel heard between its claim and now (see RECENT_CANCEL_S), used once and only while
+        # fresh: a later job under the same id (its idempotency key reused) is not touched.
+        heard = self.recent_cancels.pop(job_id, None)
+        if heard is not None and time.monotonic() - heard < RECENT_CANCEL_S:
+            run.cancelled = True  # never starts its calls
         return run
 
     def cancel_job(self, job_id: str) -> int:
