@@ -267,6 +267,9 @@ _METADATA_SCHEMA: JsonDict = {
 
 Text = Annotated[str, BeforeValidator(_text)]
 MetadataValue = Annotated[str | int | float | bool | None, BeforeValidator(_metadata_value)]
+# Metadata, or a match on it (a bulk cancel's where): checked, and described in the schema, alike.
+Metadata = Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)]
+METADATA_SCHEMA = _METADATA_SCHEMA
 
 
 class JobRequest(BaseModel):

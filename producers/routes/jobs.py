@@ -17,7 +17,17 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from core.errors import InvalidJobError
-from core.job import CancelOutcome, JobRequest, JobSpec, JobView, check_limits, key_conflicts, parse_where
+from core.job import (
+    METADATA_SCHEMA,
+    CancelOutcome,
+    JobRequest,
+    JobSpec,
+    JobView,
+    Metadata,
+    check_limits,
+    key_conflicts,
+    parse_where,
+)
 from producers.client import Client
 from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
 from producers.waiter import ResultWaiter
@@ -60,7 +70,7 @@ class CancelWhereIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    where: dict[str, Any] = Field(min_length=1, examples=[{"team": "billing"}])
+    where: Metadata = Field(min_length=1, examples=[{"team": "billing"}], json_schema_extra=METADATA_SCHEMA)
 
 
 class CancelledWhere(BaseModel):
