@@ -9,6 +9,11 @@ over a sliding window, so the verdict covers the whole cluster and forgets old t
     success rate  answered by a provider / finished   > 95 %,         90-95 %,        < 90 %
     fault rate    failed calls / LLM calls            reported, no verdict of its own
     recovery rate faults whose job still got a provider answer / faults   reported
+    cancelled     jobs cancelled in the window        reported (a producer's choice, not a fault)
+    expired       jobs not started by expires_at      reported (a sign of backlog; no verdict)
+
+Cancelled and expired jobs are not among the finished jobs the rates divide by: a producer
+taking back work it no longer needs must not make askq look unhealthy.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class Health(BaseModel):
     window_s: float
     jobs: int
     calls: int
+    cancelled: int = 0
+    expired: int = 0
     checks: list[Check]
 
     @property
@@ -104,7 +111,13 @@ def evaluate(window: dict[str, float], window_s: float) -> Health:
                         thresholds="failed LLM calls / LLM calls"))
     checks.append(Check(name="recovery_rate", value=_pct(window.get("recovered", 0.0), faults), unit="%",
                         status="info", thresholds="faulted jobs still answered by a provider / faults"))
-    return Health(status=worst.label, window_s=window_s, jobs=int(jobs), calls=int(calls), checks=checks)
+    cancelled, expired = window.get("cancelled", 0.0), window.get("expired", 0.0)
+    checks.append(Check(name="cancelled", value=cancelled, unit="jobs", status="info",
+                        thresholds="jobs cancelled by producers in the window"))
+    checks.append(Check(name="expired", value=expired, unit="jobs", status="info",
+                        thresholds="jobs not started by their expires_at in the window"))
+    return Health(status=worst.label, window_s=window_s, jobs=int(jobs), calls=int(calls), cancelled=int(cancelled),
+                  expired=int(expired), checks=checks)
 
 
 def check_health(client: redis.Redis, window_s: float) -> Health:

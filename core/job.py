@@ -20,6 +20,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
+    model_validator,
 )
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
@@ -31,17 +32,36 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f1c7a2e-3b0d-4a57-9a8e-0c5d1e7b2a41")
 
 
 class JobState(StrEnum):
-    """Where a job is: queued -> running -> succeeded | dead (retrying waits for a durable retry)."""
+    """Where a job is: queued -> running -> succeeded | dead (retrying waits for a durable retry).
+
+    cancelled (asked to by a producer) and expired (not started by its expires_at) end a job
+    that is not finished: they are terminal, and not dead letters (nothing went wrong).
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     DEAD = "dead"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.DEAD)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
+
+
+class CancelOutcome(StrEnum):
+    """What a cancel did: cancelled it now, or found it already ended (and how)."""
+
+    CANCELLED = "cancelled"
+    ALREADY_CANCELLED = "already_cancelled"
+    ALREADY_SUCCEEDED = "already_succeeded"
+    ALREADY_DEAD = "already_dead"
+    ALREADY_EXPIRED = "already_expired"
 
 
 class DeadReason(StrEnum):
@@ -206,6 +226,33 @@ def _metadata_value(value: Any) -> Any:
     raise _refuse(f"expected a string, number, boolean or null, got {kind_of(value)}")
 
 
+# expires_at is epoch seconds: anything outside these bounds is a unit mistake (milliseconds
+# since the epoch are ~1.7e12) or not a date at all. ttl_s is at most a year.
+EXPIRES_AT_MIN = 1_000_000_000.0  # 2001-09-09
+EXPIRES_AT_MAX = 10_000_000_000.0  # 2286-11-20
+TTL_MAX_S = 365 * 24 * 3600.0
+
+
+def _seconds(value: Any) -> Any:
+    """A finite number of seconds (None passes: not given); no string or boolean stands in for one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _refuse(f"expected a number of seconds, got {kind_of(value)}")
+    if not math.isfinite(value):
+        raise _refuse(f"must be a finite number, got {value}")
+    return float(value)
+
+
+def _epoch(value: Any) -> Any:
+    seconds = _seconds(value)
+    if seconds is not None and not EXPIRES_AT_MIN <= seconds < EXPIRES_AT_MAX:
+        hint = " (it looks like milliseconds: give seconds)" if seconds >= EXPIRES_AT_MAX * 100 else ""
+        raise _refuse(f"must be epoch seconds between {EXPIRES_AT_MIN:.0f} and {EXPIRES_AT_MAX:.0f}, "
+                      f"got {seconds:g}{hint}")
+    return seconds
+
+
 # The same rules as JSON Schema patterns (ECMA-262), so /openapi.json describes what is accepted.
 # Whitespace is what Python's str.isspace() calls whitespace; control characters are category Cc.
 _WHITESPACE = ("\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f"
@@ -273,6 +320,9 @@ CALLBACK_URL_PATTERN = ("^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]*[A-Za-z0-9][A-Za
 
 Text = Annotated[str, BeforeValidator(_text)]
 MetadataValue = Annotated[str | int | float | bool | None, BeforeValidator(_metadata_value)]
+# Metadata, or a match on it (a bulk cancel's where): checked, and described in the schema, alike.
+Metadata = Annotated[dict[str, MetadataValue], BeforeValidator(_metadata)]
+METADATA_SCHEMA = _METADATA_SCHEMA
 
 
 class JobRequest(BaseModel):
@@ -282,7 +332,10 @@ class JobRequest(BaseModel):
     not a list of documents), then for text that cannot travel as UTF-8.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        # expires_at and ttl_s are alternatives (the model validator's rule, said in the schema).
+        "not": {"required": ["expires_at", "ttl_s"],
+                "properties": {"expires_at": {"type": "number"}, "ttl_s": {"type": "number"}}}})
 
     question: Annotated[str, BeforeValidator(_question)] = Field(
         min_length=1, json_schema_extra={"pattern": _not_blank_without(_NUL)})
@@ -306,6 +359,19 @@ class JobRequest(BaseModel):
             del data["callback_url"]
         return data
 
+    # When the job stops being worth starting: no run starts after it (a run already going is
+    # not interrupted); it ends `expired`. Compared against the Redis server's clock.
+    expires_at: Annotated[float | None, BeforeValidator(_epoch)] = Field(
+        None, ge=EXPIRES_AT_MIN, lt=EXPIRES_AT_MAX, description="epoch seconds; not started by then: expired")
+    ttl_s: Annotated[float | None, BeforeValidator(_seconds)] = Field(
+        None, gt=0, le=TTL_MAX_S, description="seconds from submission (Redis's clock) until expires_at")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> JobRequest:
+        if self.expires_at is not None and self.ttl_s is not None:
+            raise _refuse("give expires_at or ttl_s, not both")
+        return self
+
 
 # The one list of fields a producer may give (client, CLI file, HTTP API all check against it).
 SUBMIT_FIELDS: tuple[str, ...] = tuple(JobRequest.model_fields)
@@ -327,9 +393,12 @@ class JobSpec(JobRequest):
         idempotency_key: Any = None,
         metadata: Any = None,
         callback_url: Any = None,
+        expires_at: Any = None,
+        ttl_s: Any = None,
     ) -> JobSpec:
-        """A new job from what a producer gave (None: no context, key, metadata or callback)."""
-        return cls.of(parse_request(request_data(question, context, idempotency_key, metadata, callback_url)))
+        """A new job from what a producer gave (None: no context, key, metadata, callback or expiry)."""
+        return cls.of(parse_request(request_data(question, context, idempotency_key, metadata, callback_url,
+                                                 expires_at, ttl_s)))
 
     @classmethod
     def of(cls, request: JobRequest, idempotency_key: str | None = None) -> JobSpec:
@@ -340,7 +409,8 @@ class JobSpec(JobRequest):
         job_id = job_id_for(key) if key else uuid.uuid4().hex
         # Built without validating again: every field comes from a checked request or from here.
         return cls.model_construct(question=request.question, context=request.context, idempotency_key=key,
-                                   metadata=request.metadata, callback_url=request.callback_url, id=job_id,
+                                   metadata=request.metadata, callback_url=request.callback_url,
+                                   expires_at=request.expires_at, ttl_s=request.ttl_s, id=job_id,
                                    created=time.time())
 
 
@@ -384,6 +454,8 @@ class JobView(BaseModel):
     result: Result | None = None
     reason: DeadReason | None = None
     error: str | None = None
+    # Epoch seconds (Redis's clock) after which the job is not started: it ends expired.
+    expires_at: float | None = None
 
 
 def payload_text(payload: dict[str, Any]) -> str:
@@ -397,13 +469,39 @@ def job_id_for(idempotency_key: str) -> str:
 
 
 def request_data(question: Any, context: Any = None, idempotency_key: Any = None,
-                 metadata: Any = None, callback_url: Any = None) -> dict[str, Any]:
+                 metadata: Any = None, callback_url: Any = None, expires_at: Any = None,
+                 ttl_s: Any = None) -> dict[str, Any]:
     """A request as a dict, from a Python caller's arguments (None means none given)."""
     data = {"question": question, "context": [] if context is None else context,
-            "idempotency_key": idempotency_key, "metadata": {} if metadata is None else metadata}
+            "idempotency_key": idempotency_key, "metadata": {} if metadata is None else metadata,
+            "expires_at": expires_at, "ttl_s": ttl_s}
     if callback_url is not None:
         data["callback_url"] = callback_url
     return data
+
+
+def metadata_matches(metadata: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    """Whether every key of where is in metadata with an equal value of the same JSON kind
+    (true is not 1, 1 is 1.0)."""
+    for key, wanted in where.items():
+        if key not in metadata:
+            return False
+        value = metadata[key]
+        if isinstance(value, bool) != isinstance(wanted, bool) or value != wanted:
+            return False
+        if (value is None) != (wanted is None) or isinstance(value, str) != isinstance(wanted, str):
+            return False
+    return True
+
+
+def parse_where(where: Any) -> dict[str, Any]:
+    """A metadata match for a bulk cancel: a non-empty object checked like metadata itself."""
+    if isinstance(where, Mapping) and not where:
+        raise InvalidJobError("where: give at least one metadata key and value to match")
+    try:
+        return JobRequest.model_validate({"question": "-", "metadata": where}).metadata
+    except ValidationError as exc:
+        raise InvalidJobError(describe_validation(exc).replace("metadata", "where", 1)) from None
 
 
 def parse_request(data: Any) -> JobRequest:

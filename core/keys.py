@@ -125,3 +125,14 @@ CALLBACKS_SEQ = f"{PREFIX}:callbacks:seq"
 # workers/callbacks, deadletter (replay). No TTL while pending; dlq_max_age_s once dead.
 def callback(event_id: str) -> str:
     return f"{PREFIX}:callback:{event_id}"
+
+# ZSET job id -> expires_at (epoch s, Redis's clock) of jobs that carry one and are not terminal
+# — owner: store (SUBMIT adds), scripts (FINISH, KILL, CANCEL, EXPIRE remove), reaper (sweeps
+# due entries: expires queued and retrying jobs; a running one is looked at again when its lease
+# ends). No TTL.
+EXPIRIES = f"{PREFIX}:expiries"
+
+# PUB/SUB channel: the id of every running job a producer cancelled (published by CANCEL) —
+# owner: scripts; every worker listens and aborts its run of that job at once. The job hash's
+# state is the durable record: lease renewal reports it to a worker that missed the message.
+CANCELS = f"{PREFIX}:cancels"

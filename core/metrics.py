@@ -43,6 +43,8 @@ PLAIN = {
     "submitted": ("askq_jobs_submitted", "jobs created by producers"),
     "succeeded": ("askq_jobs_succeeded", "jobs that stored a result"),
     "dead": ("askq_jobs_dead", "jobs dead-lettered"),
+    "cancelled": ("askq_jobs_cancelled", "jobs cancelled by a producer before they ended (no result, not dead)"),
+    "expired": ("askq_jobs_expired", "jobs not started by their expires_at (never run, not dead)"),
     "fallbacks": ("askq_fallbacks", "times a job moved on to the next tier"),
     "cache_hits": ("askq_cache_hits", "answers served from the cache"),
     "late_writes": ("askq_late_writes_refused", "result writes refused: the run no longer held the job"),
@@ -116,7 +118,8 @@ class RedisCollector(Collector):
         pipe.zrange(keys.LEASES, 0, MAX_RUNNING_SCAN - 1)
         depth, pending, running, retrying, dead_letters, leased = pipe.execute()
         yield GaugeMetricFamily("askq_queue_depth", "messages waiting on the broker queue", value=depth)
-        yield GaugeMetricFamily("askq_jobs_pending", "jobs not yet succeeded or dead", value=pending)
+        yield GaugeMetricFamily("askq_jobs_pending", "jobs not yet ended (succeeded, dead, cancelled or expired)",
+                                value=pending)
         yield GaugeMetricFamily("askq_jobs_running", "jobs held by a worker under a lease", value=running)
         yield GaugeMetricFamily("askq_jobs_retrying", "jobs parked for a durable retry", value=retrying)
         yield GaugeMetricFamily("askq_dead_letter_records", "dead-letter records kept for replay", value=dead_letters)

@@ -37,13 +37,23 @@ local function enqueue_callback(job_key, job_id, now)
 end
 """, SEQ=keys.CALLBACKS_SEQ, CALLBACK=keys.callback(""), DUE=keys.CALLBACKS_DUE)
 
-# KEYS: job, pending, queue, stats   ARGV: payload, message, now, job_id, queue name
+# KEYS: job, pending, queue, stats, expiries   ARGV: payload, message, now, job_id, queue name,
+#   expires_at ('' = none), ttl_s ('' = none: expires_at is then Redis's clock now + ttl_s)
 # Creates the job and enqueues its first message in one step; an existing job is left alone.
 # The queue is recorded: every later requeue (reaper, retry, replay) goes back to it.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'payload', ARGV[1], 'created', ARGV[3],
            'updated', ARGV[3], 'dispatch', 1, 'delivery', 1, 'queue', ARGV[5])
+local expires = ARGV[6] or ''
+if (ARGV[7] or '') ~= '' then
+  local t = redis.call('TIME')
+  expires = string.format('%.6f', t[1] + t[2] / 1000000 + tonumber(ARGV[7]))
+end
+if expires ~= '' then
+  redis.call('HSET', KEYS[1], 'expires_at', expires)
+  redis.call('ZADD', KEYS[5], expires, ARGV[4])
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
@@ -55,16 +65,24 @@ return 1
 #   worker still going, taking back a lease reclaimed from it)
 # Returns {status} or, when the message's payload differs from the stored one, {status, stored
 # payload}: the worker answers the stored job, never a message's copy of it. Status is
-# ok | missing | terminal | stale | busy.
+# ok | missing | terminal | cancelled | expired | stale | busy. A job past its expires_at (on
+# Redis's clock) is not started: 'expired', and the caller ends it (EXPIRE). Adoption is not a
+# start: a run already going is never stopped by its expiry.
 CLAIM = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until', 'lease', 'delivery', 'payload')
+local h = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'lease_until', 'lease', 'delivery', 'payload',
+                     'expires_at')
 local state = h[1]
 if not state then return {'missing'} end
+if state == 'cancelled' or state == 'expired' then return {state} end
 if state == 'succeeded' or state == 'dead' then return {'terminal'} end
 if tonumber(h[2]) ~= tonumber(ARGV[1]) or state == 'retrying' then return {'stale'} end
 -- The same token again is this caller retrying a claim whose reply it lost: it holds the job.
 local mine = h[4] == ARGV[2]
 if state == 'running' and not mine and tonumber(h[3] or '0') > tonumber(ARGV[4]) then return {'busy'} end
+if h[7] and not mine and ARGV[8] ~= '1' then
+  local t = redis.call('TIME')
+  if tonumber(h[7]) <= t[1] + t[2] / 1000000 then return {'expired'} end
+end
 redis.call('HSET', KEYS[1], 'state', 'running', 'lease', ARGV[2], 'lease_until', ARGV[5],
            'worker', ARGV[3], 'updated', ARGV[4])
 if ARGV[8] == '1' then
@@ -79,18 +97,21 @@ if ARGV[7] ~= '' and h[6] and redis.sha1hex(h[6]) ~= ARGV[7] then return {'ok', 
 return {'ok'}
 """
 
-# KEYS: job, leases, pending, stats   ARGV: token, result, source, degraded, now, ttl, job_id
-# Returns ok | late | dead | lease_lost | missing.
+# KEYS: job, leases, pending, stats, expiries   ARGV: token, result, source, degraded, now, ttl, job_id
+# Returns ok | late | dead | cancelled | lease_lost | missing. A cancelled job never gets a
+# result: the write is refused (not a late write: the run was told to stop, and may not have
+# heard yet).
 # A stored result is final. The upgrade rule is that only the current lease holder may replace
 # a result, and a stored result has no lease holder: a late or resumed worker's answer (even a
 # better one than a stored degraded answer) is refused and counted as a late write, so an answer
 # a reader has seen never changes. The same token again is the writer retrying a write whose
 # reply it lost: ok, counted once.
 FINISH = CALLBACK_HOOK + """
-local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by')
+local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by', 'expires_at')
 local state = h[1]
 if not state then return 'missing' end
 if state == 'succeeded' and h[3] == ARGV[1] then return 'ok' end
+if state == 'cancelled' then return 'cancelled' end
 if state ~= 'running' or h[2] ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[1], 'late_writes', 1)
   redis.call('HINCRBY', KEYS[4], 'late_writes', 1)
@@ -106,6 +127,7 @@ redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[4], 'succeeded', 1)
 redis.call('HINCRBY', KEYS[4], 'source:' .. ARGV[3], 1)
+if h[4] and KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[7]) end
 enqueue_callback(KEYS[1], ARGV[7], ARGV[5])
 return 'ok'
 """
@@ -116,13 +138,13 @@ return 'ok'
 # Dead-letters a job the caller holds, or (token '') a job still in the state and dispatch the
 # caller saw; expecting 'running' also requires its lease to have expired, so the reaper never
 # kills a fresh claim or a worker that came back and renewed. Returns ok | terminal | lease_lost
-# | changed.
+# | changed. A cancelled or expired job is terminal: it never becomes a dead letter.
 # The job hash keeps the counts its view shows, taken from the record itself so the two agree:
 # attempts = the calls in the record's history (skipped tiers are not calls).
 KILL = CALLBACK_HOOK + """
 local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'dispatch', 'lease_until')
 local state = h[1]
-if state == 'succeeded' or state == 'dead' then return 'terminal' end
+if state == 'succeeded' or state == 'dead' or state == 'cancelled' or state == 'expired' then return 'terminal' end
 if ARGV[1] ~= '' and (state ~= 'running' or h[2] ~= ARGV[1]) then return 'lease_lost' end
 if ARGV[9] ~= '' and state ~= ARGV[9] then return 'changed' end
 if ARGV[10] ~= '' and tonumber(h[3] or '0') ~= tonumber(ARGV[10]) then return 'changed' end
@@ -230,10 +252,12 @@ return 'ok'
 
 # KEYS: job, leases, retries   ARGV: token, due, now, job_id, error
 # Parks a job the caller holds until a durable retry is due, freeing the worker slot. The same
-# token again (a retry whose reply was lost) finds it parked by itself: ok, done once.
+# token again (a retry whose reply was lost) finds it parked by itself: ok, done once. Returns
+# ok | cancelled | lease_lost.
 DEFER = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'lease', 'ended_by')
 if h[1] == 'retrying' and h[3] == ARGV[1] then return 'ok' end
+if h[1] == 'cancelled' then return 'cancelled' end
 if h[1] ~= 'running' or h[2] ~= ARGV[1] then return 'lease_lost' end
 redis.call('HSET', KEYS[1], 'state', 'retrying', 'lease', '', 'updated', ARGV[3], 'error', ARGV[5],
            'ended_by', ARGV[1])
@@ -383,4 +407,61 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 'ok'
+"""
+
+# KEYS: job, pending, leases, retries, probation, expiries, stats, health bucket
+# ARGV: job_id, now, result ttl, health bucket ttl, cancels channel
+# Cancels a job that has not ended: its state becomes cancelled at once (durable, seen by every
+# worker), it leaves every index, so no run starts (CLAIM refuses it, the reaper drops its retry)
+# and none stores a result (FINISH refuses it). A running job's id is published, so the worker
+# running it aborts its provider call now. Returns cancelled, or already_<state> for a job that
+# ended first (a cancel that lost the race with a result says so), or missing.
+CANCEL = CALLBACK_HOOK + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state == 'succeeded' or state == 'dead' or state == 'cancelled' or state == 'expired' then
+  return 'already_' .. state
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated', ARGV[2], 'lease', '',
+           'ended_at', t[1] + t[2] / 1000000, 'cancelled_from', state)
+for i = 2, 6 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[7], 'cancelled', 1)
+redis.call('HINCRBYFLOAT', KEYS[8], 'cancelled', 1)
+redis.call('EXPIRE', KEYS[8], ARGV[4])
+if state == 'running' then redis.call('PUBLISH', ARGV[5], ARGV[1]) end
+enqueue_callback(KEYS[1], ARGV[1], ARGV[2])
+return 'cancelled'
+"""
+
+# KEYS: job, pending, retries, probation, expiries, stats, health bucket
+# ARGV: job_id, now, result ttl, health bucket ttl
+# Ends a job not started by its expires_at (Redis's clock): queued or retrying -> expired. A
+# running job is not interrupted: looked at again once its lease would end (reclaimed, it is not
+# started again). One not due yet (another host's clock ran ahead) keeps its entry; one that
+# ended or is gone loses it. Returns expired | running | early | gone.
+EXPIRE = CALLBACK_HOOK + """
+local h = redis.call('HMGET', KEYS[1], 'state', 'expires_at', 'lease_until')
+local state = h[1]
+if not h[2] or not (state == 'queued' or state == 'retrying' or state == 'running') then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  return 'gone'
+end
+local t = redis.call('TIME')
+local now = t[1] + t[2] / 1000000
+if tonumber(h[2]) > now then return 'early' end
+if state == 'running' then
+  redis.call('ZADD', KEYS[5], math.max(tonumber(h[3] or '0'), now) + 1, ARGV[1])
+  return 'running'
+end
+redis.call('HSET', KEYS[1], 'state', 'expired', 'updated', ARGV[2], 'lease', '', 'ended_at', now,
+           'error', 'not started before expires_at')
+for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[6], 'expired', 1)
+redis.call('HINCRBYFLOAT', KEYS[7], 'expired', 1)
+redis.call('EXPIRE', KEYS[7], ARGV[4])
+enqueue_callback(KEYS[1], ARGV[1], ARGV[2])
+return 'expired'
 """

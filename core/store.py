@@ -10,10 +10,25 @@ from typing import Any, cast
 import redis
 
 from config.settings import Settings
-from core import keys, message, scripts
+from core import keys, message, scripts, stats
 from core.errors import JobNotFoundError, WaitTimeoutError
-from core.job import DeadReason, JobSpec, JobState, JobView, Result, check_limits, payload_text
+from core.job import (
+    CancelOutcome,
+    DeadReason,
+    JobSpec,
+    JobState,
+    JobView,
+    Result,
+    check_limits,
+    metadata_matches,
+    parse_where,
+    payload_text,
+)
 from core.webhook import check_callback
+
+# Jobs read per round trip by a bulk cancel: it walks the pending index (jobs not yet ended)
+# only, a batch at a time, so Redis is never held by one long command.
+CANCEL_SCAN_BATCH = 200
 
 
 class JobStore:
@@ -23,6 +38,7 @@ class JobStore:
         self.redis = client
         self.settings = settings
         self._submit = client.register_script(scripts.SUBMIT)
+        self._cancel = client.register_script(scripts.CANCEL)
 
     def _submit_args(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
         check_limits(
@@ -31,8 +47,9 @@ class JobStore:
         check_callback(spec, self.settings.callbacks.allowed_hosts)
         payload = spec.model_dump(mode="json")
         msg = message.build(self.settings.queue, payload, dispatch=1)
-        job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS]
-        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue]
+        job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS, keys.EXPIRIES]
+        expiry = ["" if v is None else repr(v) for v in (spec.expires_at, spec.ttl_s)]
+        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue, *expiry]
 
     def submit(self, spec: JobSpec) -> bool:
         """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
@@ -53,6 +70,45 @@ class JobStore:
                 self._submit(keys=job_keys, args=args, client=pipe)
             created.extend(bool(r) for r in pipe.execute())
         return created
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job that has not ended (scripts.CANCEL); JobNotFoundError if there is none."""
+        outcome = str(self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id)))
+        if outcome == "missing":
+            raise JobNotFoundError(f"no job {job_id!r}")
+        return CancelOutcome(outcome)
+
+    def _cancel_args(self, job_id: str) -> list[Any]:
+        return [job_id, time.time(), self.settings.result_ttl_s, stats.HEALTH_TTL_S, keys.CANCELS]
+
+    def cancel_where(self, where: dict[str, Any], batch: int = CANCEL_SCAN_BATCH) -> dict[str, str]:
+        """Cancel every job not yet ended whose metadata has all of where's keys and values.
+
+        Walks the pending index (queued, running and retrying jobs; never the finished ones) in
+        batches: one round trip reads a batch's payloads, one cancels its matches. Returns
+        job id -> outcome for the jobs that matched (already_<state> when one ended meanwhile).
+        """
+        where = parse_where(where)
+        outcomes: dict[str, str] = {}
+        cursor = 0
+        while True:
+            cursor, found = cast(tuple[int, list[tuple[str, float]]],
+                                 self.redis.zscan(keys.PENDING, cursor, count=batch))
+            ids = [str(job_id) for job_id, _ in found if job_id not in outcomes]
+            if ids:
+                pipe = self.redis.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hget(keys.job(job_id), "payload")
+                matched = [job_id for job_id, payload in zip(ids, pipe.execute(), strict=True)
+                           if payload is not None and metadata_matches(_metadata_of(payload), where)]
+                if matched:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for job_id in matched:
+                        self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id), client=pipe)
+                    outcomes |= {job_id: str(o) for job_id, o in zip(matched, pipe.execute(), strict=True)
+                                 if o != "missing"}
+            if cursor == 0:
+                return outcomes
 
     def get(self, job_id: str) -> JobView:
         fields = self.redis.hgetall(keys.job(job_id))
@@ -87,6 +143,20 @@ class JobStore:
         return int(self.redis.zcard(keys.PENDING))
 
 
+def cancel_keys(job_id: str) -> list[str]:
+    """The KEYS of scripts.CANCEL for a job."""
+    return [keys.job(job_id), keys.PENDING, keys.LEASES, keys.RETRIES, keys.PROBATION, keys.EXPIRIES, keys.STATS,
+            keys.health_bucket(stats.health_bucket())]
+
+
+def _metadata_of(payload: str) -> dict[str, Any]:
+    try:
+        found = json.loads(payload).get("metadata")
+    except (ValueError, AttributeError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def view_from_hash(job_id: str, fields: dict[str, str]) -> JobView:
     """Turn a job hash into the reader's view."""
     payload = json.loads(fields.get("payload") or "{}")
@@ -104,4 +174,5 @@ def view_from_hash(job_id: str, fields: dict[str, str]) -> JobView:
         result=result,
         reason=DeadReason(reason) if reason else None,
         error=fields.get("error") or None,
+        expires_at=float(fields["expires_at"]) if fields.get("expires_at") else None,
     )

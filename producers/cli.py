@@ -20,8 +20,8 @@ from rich.table import Table
 
 from config.settings import Settings, load_settings
 from core import keys
-from core.errors import AskqError, InvalidJobError
-from core.job import DeadReason, JobSpec, JobView, request_data
+from core.errors import AskqError, InvalidJobError, JobNotFoundError
+from core.job import DeadReason, JobSpec, JobView, parse_where, request_data
 from core.liveness import list_workers
 from core.stats import read_counters
 from producers.client import Client, batch_error, check_jobs, prepare_job
@@ -158,7 +158,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.file:
         given = [name for name, value in (("a question", args.question), ("--context", args.context),
                                           ("--key", args.key), ("--metadata", args.metadata),
-                                          ("--callback-url", args.callback_url)) if value is not None]
+                                          ("--callback-url", args.callback_url), ("--ttl", args.ttl),
+                                          ("--expires-at", args.expires_at)) if value is not None]
         if given:
             raise InvalidJobError(f"--file takes no {', '.join(given)}: put them in the file's lines")
         return _submit_file(Path(args.file), args.derive_key)
@@ -166,8 +167,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise InvalidJobError('give a question, or --file questions.jsonl')
     settings = load_settings()
     # Checked whole before anything connects (or starts the embedded Redis).
-    spec = prepare_job(request_data(args.question, args.context, args.key, metadata, args.callback_url), settings,
-                       args.derive_key)
+    spec = prepare_job(request_data(args.question, args.context, args.key, metadata, args.callback_url,
+                                    args.expires_at, args.ttl), settings, args.derive_key)
     Client(settings).store.submit(spec)
     print(spec.id)
     return 0
@@ -205,6 +206,49 @@ def _stopped(path: Path, numbers: list[int], specs: list[JobSpec], done: int, ch
                   "or idempotency keys, resubmitting the whole file is safe)")
     return (f"{path}: Redis failed after {done} of {len(specs)} jobs were enqueued ({through}); the next "
             f"{in_flight} may be in too: {type(exc).__name__}: {exc}. {advice}")
+
+
+def parse_where_args(pairs: list[str]) -> dict[str, Any]:
+    """--where KEY=VALUE pairs as a metadata match: VALUE is read as JSON when it is a number,
+    true, false or null (quote it, "123", to match the text), else taken as text."""
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise InvalidJobError(f"--where: expected KEY=VALUE, e.g. team=billing, got {pair!r}")
+        try:
+            value = load_json(text)
+        except ValueError:
+            value = text
+        if isinstance(value, list | dict):
+            value = text
+        if key in where:
+            raise InvalidJobError(f"--where: key {key!r} given twice")
+        where[key] = value
+    return parse_where(where)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel jobs by id, or every unfinished job whose metadata matches --where; one line per job."""
+    if bool(args.job_ids) == bool(args.where):
+        raise InvalidJobError("give job ids, or --where KEY=VALUE (repeatable), not both")
+    where = parse_where_args(args.where) if args.where else None  # checked before anything connects
+    client = Client()
+    if where is not None:
+        outcomes = client.cancel_where(where)
+    else:
+        outcomes = {}
+        for job_id in args.job_ids:
+            try:
+                outcomes[job_id] = client.cancel(job_id).value
+            except JobNotFoundError:
+                outcomes[job_id] = "not_found"
+    for job_id, outcome in outcomes.items():
+        print(f"{job_id}\t{outcome}")
+    if where is not None:
+        done = sum(1 for o in outcomes.values() if o == "cancelled")
+        console.print(f"{len(outcomes)} jobs matched, {done} cancelled")
+    return 0 if all(o in ("cancelled", "already_cancelled") for o in outcomes.values()) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -355,7 +399,19 @@ def register(sub: Any) -> None:
                    help='JSON object of metadata, e.g. \'{"team": "billing"}\'')
     p.add_argument("--callback-url", metavar="URL",
                    help="POST the job's view here, signed, once it ends (host in callbacks.allowed_hosts)")
+    expiry = p.add_mutually_exclusive_group()
+    expiry.add_argument("--ttl", type=float, metavar="SECONDS",
+                        help="not started within SECONDS of submission: never run, ends expired")
+    expiry.add_argument("--expires-at", type=float, metavar="EPOCH",
+                        help="not started by this time (epoch seconds): never run, ends expired")
     p.set_defaults(func=_redis_errors(cmd_submit))
+
+    p = sub.add_parser("cancel", help="cancel jobs: by id, or every unfinished job whose metadata matches --where")
+    p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="metadata to match (repeatable: all must match); VALUE is a number, true, false or "
+                        "null when it reads as one, else text (\"123\" in quotes for the text)")
+    p.set_defaults(func=_redis_errors(cmd_cancel))
 
     p = sub.add_parser("status", help="show a job")
     p.add_argument("job_id")

@@ -16,6 +16,7 @@ from core.deadletter import DeadLetter, DeadLetterQueue
 from core.errors import InvalidJobError
 from core.job import (
     SUBMIT_FIELDS,
+    CancelOutcome,
     DeadReason,
     JobSpec,
     JobView,
@@ -148,10 +149,12 @@ class Client:
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
         callback_url: str | None = None,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
     ) -> JobSpec:
         """Validate a job without submitting it (InvalidJobError names the bad field)."""
-        return prepare_job(request_data(question, context, idempotency_key, metadata, callback_url), self.settings,
-                           derive_key)
+        return prepare_job(request_data(question, context, idempotency_key, metadata, callback_url, expires_at,
+                                        ttl_s), self.settings, derive_key)
 
     def submit(
         self,
@@ -161,12 +164,16 @@ class Client:
         metadata: dict[str, Any] | None = None,
         derive_key: bool = False,
         callback_url: str | None = None,
+        expires_at: float | None = None,
+        ttl_s: float | None = None,
     ) -> str:
         """Enqueue one job and return its id; the same idempotency key always returns the same id.
 
         callback_url: POSTed the job's view, signed, once it is terminal (README: Completion callbacks).
+        expires_at (epoch seconds) or ttl_s (seconds from now): a job not started by then is
+        never run and ends expired.
         """
-        spec = self.spec(question, context, idempotency_key, metadata, derive_key, callback_url)
+        spec = self.spec(question, context, idempotency_key, metadata, derive_key, callback_url, expires_at, ttl_s)
         self.store.submit(spec)
         return spec.id
 
@@ -183,8 +190,20 @@ class Client:
     def get(self, job_id: str) -> JobView:
         return self.store.get(job_id)
 
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a queued or retrying one never calls a provider, a running one has its
+        provider call stopped, and none stores a result. Cancelling twice says already_cancelled;
+        a job that ended first says how (already_succeeded, ...). JobNotFoundError if none."""
+        return self.store.cancel(job_id)
+
+    def cancel_where(self, where: dict[str, Any]) -> dict[str, str]:
+        """Cancel every job not yet ended whose metadata holds all of where's keys and values
+        (values compared as JSON: "1" is not 1, true is not 1); job id -> outcome of each match."""
+        return self.store.cancel_where(where)
+
     def wait(self, job_id: str, timeout: float = 60.0) -> JobView:
-        """Block until the job succeeded or is dead; WaitTimeoutError after timeout seconds."""
+        """Block until the job is terminal (succeeded, dead, cancelled or expired); WaitTimeoutError
+        after timeout seconds."""
         return self.store.wait(job_id, timeout)
 
     def wait_many(

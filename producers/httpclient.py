@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from core.deadletter import DeadLetter
 from core.errors import AskqError, ConfigError, InvalidJobError, JobNotFoundError, WaitTimeoutError
-from core.job import SUBMIT_FIELDS, DeadReason, JobSpec, JobView, request_data
+from core.job import SUBMIT_FIELDS, CancelOutcome, DeadReason, JobSpec, JobView, parse_where, request_data
 from producers.client import prepare_job, prepare_jobs
 
 _DEAD_LETTERS = TypeAdapter(list[DeadLetter])
@@ -26,7 +26,7 @@ _DEAD_LETTERS = TypeAdapter(list[DeadLetter])
 
 def _body(spec: JobSpec) -> dict[str, Any]:
     """What the API takes for a checked job: its request fields (the server gives the id)."""
-    return spec.model_dump(include=set(SUBMIT_FIELDS))
+    return spec.model_dump(include=set(SUBMIT_FIELDS), exclude_none=True)
 
 
 class JobClient(Protocol):
@@ -34,13 +34,18 @@ class JobClient(Protocol):
 
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
                metadata: dict[str, Any] | None = None, derive_key: bool = False,
-               callback_url: str | None = None) -> str: ...
+               callback_url: str | None = None, expires_at: float | None = None,
+               ttl_s: float | None = None) -> str: ...
 
     def submit_many(self, jobs: Iterable[dict[str, Any]], derive_key: bool = False) -> list[str]: ...
 
     def get(self, job_id: str) -> JobView: ...
 
     def wait(self, job_id: str, timeout: float = 60.0) -> JobView: ...
+
+    def cancel(self, job_id: str) -> CancelOutcome: ...
+
+    def cancel_where(self, where: dict[str, Any]) -> dict[str, str]: ...
 
     def dead_letters(self, reason: DeadReason | None = None, since: float | None = None,
                      limit: int = 100) -> list[DeadLetter]: ...
@@ -83,13 +88,14 @@ class HttpClient:
 
     def submit(self, question: str, context: Sequence[str] | None = None, idempotency_key: str | None = None,
                metadata: dict[str, Any] | None = None, derive_key: bool = False,
-               callback_url: str | None = None) -> str:
+               callback_url: str | None = None, expires_at: float | None = None,
+               ttl_s: float | None = None) -> str:
         """Enqueue one job and return its id; the same idempotency key always returns the same id.
 
         The job is checked here first (as `Client` checks it), so a bad one never reaches the
         wire; the server checks it again, with its own limits (and callback allow-list).
         """
-        spec = prepare_job(request_data(question, context, idempotency_key, metadata, callback_url),
+        spec = prepare_job(request_data(question, context, idempotency_key, metadata, callback_url, expires_at, ttl_s),
                            derive_key=derive_key)
         return str(self._call("POST", "/v1/jobs", json=_body(spec)).json()["id"])
 
@@ -102,8 +108,17 @@ class HttpClient:
     def get(self, job_id: str) -> JobView:
         return JobView.model_validate(self._call("GET", f"/v1/jobs/{job_id}").json())
 
+    def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job (DELETE /v1/jobs/{id}); the outcome as `Client.cancel` gives it."""
+        return CancelOutcome(self._call("DELETE", f"/v1/jobs/{job_id}").json()["outcome"])
+
+    def cancel_where(self, where: dict[str, Any]) -> dict[str, str]:
+        """Cancel every unfinished job whose metadata matches (POST /v1/jobs/cancel); id -> outcome."""
+        reply = self._call("POST", "/v1/jobs/cancel", json={"where": parse_where(where)})
+        return {str(k): str(v) for k, v in reply.json()["outcomes"].items()}
+
     def wait(self, job_id: str, timeout: float = 60.0) -> JobView:
-        """Long-poll until the job succeeded or is dead; WaitTimeoutError after timeout seconds."""
+        """Long-poll until the job is terminal; WaitTimeoutError after timeout seconds."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(0.0, deadline - time.monotonic())

@@ -23,8 +23,8 @@ def provider_rows(counters: dict[str, int]) -> dict[str, dict[str, int]]:
 def jobs_table(counters: dict[str, int], pending: int, queue_depth: int, dead_letters: int) -> Table:
     table = Table("jobs", "count", title="askq stats")
     for label, key in (("submitted", "submitted"), ("succeeded", "succeeded"), ("dead", "dead"),
-                       ("fallbacks", "fallbacks"), ("cache hits", "cache_hits"),
-                       ("late writes refused", "late_writes"),
+                       ("cancelled", "cancelled"), ("expired", "expired"), ("fallbacks", "fallbacks"),
+                       ("cache hits", "cache_hits"), ("late writes refused", "late_writes"),
                        ("messages for expired jobs (skipped)", "unknown_job_messages")):
         table.add_row(label, str(counters.get(key, 0)))
     for name in sorted(counters):

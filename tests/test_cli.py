@@ -115,7 +115,8 @@ def test_every_dlq_command_and_argument_has_help(capsys: pytest.CaptureFixture[s
 def test_client_cli_file_and_api_allow_the_same_job_fields(
     tmp_path: Path, settings: Settings, r: redis.Redis
 ) -> None:
-    assert set(SUBMIT_FIELDS) == {"question", "context", "idempotency_key", "metadata", "callback_url"}
+    assert set(SUBMIT_FIELDS) == {"question", "context", "idempotency_key", "metadata", "callback_url",
+                                  "expires_at", "ttl_s"}
     allowed = str(sorted(SUBMIT_FIELDS))
     path = tmp_path / "jobs.jsonl"
     path.write_text('{"question": "hi", "colour": "red"}\n')
@@ -194,7 +195,7 @@ def test_every_bad_line_is_named_up_to_a_cap_with_a_count(
         "line 11: not valid JSON (Expecting value: line 1 column 14 (char 13))",
         'line 12: expected an object (dict) with a "question", got a list',
         "line 13: unknown field(s) ['colour']; allowed: "
-        "['callback_url', 'context', 'idempotency_key', 'metadata', 'question']",
+        "['callback_url', 'context', 'expires_at', 'idempotency_key', 'metadata', 'question', 'ttl_s']",
         "line 14: context: expected a valid list of strings, got a string",
         "line 15: not valid JSON (field(s) ['question'] given twice)",
         "line 16: context: expected a valid list of strings, got null",

@@ -36,9 +36,14 @@ def test_rates_come_from_the_window() -> None:
                        "dead": 3, "latency_sum_s": 97 * 1.5, "recovered": 10}, 300)
     rates = {c.name: c.value for c in health.checks}
     assert rates == {"error_rate": 3.0, "retry_rate": 3.33, "avg_latency": 1.5, "success_rate": 96.0,
-                     "fault_rate": 16.67, "recovery_rate": 50.0}
+                     "fault_rate": 16.67, "recovery_rate": 50.0, "cancelled": 0.0, "expired": 0.0}
     assert health.status == "warning"  # the retry rate
     assert health.exit_code == 1
+    # Cancelled and expired jobs are counted apart: a producer taking work back moves no rate.
+    window = {"jobs": 100, "succeeded": 100, "latency_sum_s": 100.0, "calls": 100, "cancelled": 400, "expired": 7}
+    taken_back = evaluate(window, 300)
+    assert taken_back.status == "healthy" and (taken_back.cancelled, taken_back.expired) == (400, 7)
+    assert {c.name: c.value for c in taken_back.checks}["success_rate"] == 100.0
     assert evaluate({}, 300).status == "healthy"  # no traffic is not an alarm
 
 

@@ -52,6 +52,11 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
         # nothing to answer for here; the task records the message as a dead letter.
         log.warning("job_record_missing")
         return "missing"
+    if claimed == "expired":
+        # Past its expires_at: never started; this delivery ends it (the reaper would too).
+        ended = await _through_outage(rt, "expire_retry", lambda: rt.jobs.expire(spec.id))
+        log.info("job_expired", outcome=ended)
+        return "expired"
     if claimed != "ok":
         log.info("delivery_skipped", reason=claimed)
         return f"skipped:{claimed}"
@@ -62,15 +67,23 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
         os._exit(137)
     run = rt.start_run(spec.id, token)
     try:
-        try:
-            async with asyncio.timeout(rt.settings.run_timeout_s):
-                ladder = await rt.ladder.run(spec, prefetched, defer_success=True)
-        except TimeoutError:
-            # Every call is bounded by its timeout, so this is a hang askq did not foresee: the
-            # job goes to a durable retry instead of holding its lease (and slot) forever.
-            log.warning("run_timeout", timeout_s=rt.settings.run_timeout_s)
-            ladder = LadderResult(outcome="exhausted", last_error=f"run exceeded run_timeout_s "
-                                  f"({rt.settings.run_timeout_s:g} s)")
+        ladder = LadderResult(outcome="exhausted")
+        if not run.cancelled:
+            # Its own task, so a cancel stops the provider calls (closing the open HTTP request)
+            # and nothing else: this coroutine still ends the run cleanly.
+            run.task = asyncio.create_task(_walk(rt, spec, prefetched, ladder))
+            try:
+                ladder = await run.task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not run.cancelled or (current is not None and current.cancelling()):
+                    raise  # this delivery itself is being stopped, not the job
+        if run.cancelled:
+            # The job's state says cancelled already (CANCEL wrote it): no outcome to write, only
+            # the calls it made (a cancelled call is counted as made, never as the provider's fault).
+            log.info("job_cancelled", while_="running", ran_s=round(time.time() - run.started, 3))
+            await _counters_with_retry(rt, ladder.counters, {})
+            return "cancelled"
         # From here the outcome write ends the lease on purpose; the heartbeat must not call it lost.
         run.finishing = True
         if run.adopting is not None:
@@ -79,6 +92,19 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
         return await _conclude(rt, spec, token, run.started, ladder)
     finally:
         rt.end_run(run)
+
+
+async def _walk(rt: Runtime, spec: JobSpec, prefetched: Prefetched | None, record: LadderResult) -> LadderResult:
+    """The ladder for one run, bounded by run_timeout_s; it fills record as it goes."""
+    try:
+        async with asyncio.timeout(rt.settings.run_timeout_s):
+            return await rt.ladder.run(spec, prefetched, defer_success=True, result=record)
+    except TimeoutError:
+        # Every call is bounded by its timeout, so this is a hang askq did not foresee: the
+        # job goes to a durable retry instead of holding its lease (and slot) forever.
+        log.warning("run_timeout", timeout_s=rt.settings.run_timeout_s)
+        return LadderResult(outcome="exhausted", last_error=f"run exceeded run_timeout_s "
+                            f"({rt.settings.run_timeout_s:g} s)")
 
 
 async def _adopt(rt: Runtime, live: Run, spec: JobSpec, dispatch: int) -> str | None:
@@ -107,6 +133,8 @@ async def _adopt(rt: Runtime, live: Run, spec: JobSpec, dispatch: int) -> str | 
         live.lost = False
         log.info("delivery_adopted", reason="own run still going")
         return "adopted"
+    if claimed == "cancelled":
+        live.cancel()  # the run missed the cancel's message: it stops now
     log.info("delivery_skipped", reason=claimed)
     return f"skipped:{claimed}"
 

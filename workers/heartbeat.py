@@ -1,4 +1,5 @@
-"""The worker's pulse: renews the leases of its running jobs and publishes its heartbeat."""
+"""The worker's pulse: renews the leases of its running jobs (stopping the cancelled ones) and
+publishes its heartbeat."""
 
 from __future__ import annotations
 
@@ -23,9 +24,14 @@ WORKER_RECORD_TTL_S = 3600
 async def renew_leases(rt: Runtime) -> None:
     """Renew the lease of every run of this process; a run whose lease is gone is logged once."""
     runs = list(rt.runs.values())
-    lost = set(await rt.jobs.renew([(run.job_id, run.token) for run in runs]))
+    lost_runs, cancelled_runs = await rt.jobs.renew([(run.job_id, run.token) for run in runs])
+    lost, cancelled = set(lost_runs), set(cancelled_runs)
     for run in runs:
-        if (run.job_id, run.token) not in lost:
+        if (run.job_id, run.token) in cancelled:
+            # The durable path: this worker missed the cancel's message (or had no listener then).
+            if run.cancel():
+                log.info("run_cancelled", job_id=run.job_id, heard_by="renewal")
+        elif (run.job_id, run.token) not in lost:
             run.lost = False
         elif not run.lost and not run.finishing:
             # A result written meanwhile ends its lease on purpose (finishing, or already done).

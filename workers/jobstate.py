@@ -21,11 +21,13 @@ from workers.tally import Tally, TallyScript
 
 # KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
 # Extends the leases this worker still holds; returns the (1-based) positions of the triples
-# whose lease it has lost. A lease whose time ran out but that nobody reclaimed is still its
-# holder's (a worker or Redis that froze): renewed on resume. A renewal never shortens a lease,
-# so one that reaches Redis late (it waited out a freeze) cannot undo a newer one.
+# whose lease it has lost, and of those whose job was cancelled (the run must stop: the durable
+# way a worker learns of a cancel whose message it missed). A lease whose time ran out but that
+# nobody reclaimed is still its holder's (a worker or Redis that froze): renewed on resume. A
+# renewal never shortens a lease, so one that reaches Redis late (it waited out a freeze) cannot
+# undo a newer one.
 _RENEW = """
-local lost = {}
+local lost, cancelled = {}, {}
 for i = 2, #ARGV, 3 do
   local h = redis.call('HMGET', ARGV[i], 'state', 'lease', 'lease_until')
   if h[1] == 'running' and h[2] == ARGV[i + 2] then
@@ -33,11 +35,13 @@ for i = 2, #ARGV, 3 do
       redis.call('HSET', ARGV[i], 'lease_until', ARGV[1])
       redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i + 1])
     end
+  elseif h[1] == 'cancelled' then
+    table.insert(cancelled, (i + 1) / 3)
   else
     table.insert(lost, (i + 1) / 3)
   end
 end
-return lost
+return {lost, cancelled}
 """
 
 Claimed = tuple[str, str | None, list[Any]]
@@ -52,6 +56,7 @@ class JobState:
         self._claim = QueuedScript(client, scripts.CLAIM)
         self._finish = QueuedScript(client, scripts.FINISH)
         self._defer = client.register_script(scripts.DEFER)
+        self._expire = client.register_script(scripts.EXPIRE)
         self._renew = client.register_script(_RENEW)
         self._tally = TallyScript(client)
 
@@ -99,7 +104,7 @@ class JobState:
         if before is not None:
             before(pipe)
         ahead = len(pipe)
-        keys_ = [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS]
+        keys_ = [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS, keys.EXPIRIES]
         args: list[str | int | float] = [
             token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
             self.settings.result_ttl_s, result.job_id,
@@ -129,15 +134,30 @@ class JobState:
             )
         )
 
-    async def renew(self, held: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Extend every lease in held (job id, token); returns the runs that no longer hold theirs."""
+    async def expire(self, job_id: str) -> str:
+        """End a job its claim found past its expires_at (scripts.EXPIRE)."""
+        return _text(await self._expire(keys=expire_keys(job_id), args=expire_args(job_id, self.settings)))
+
+    async def renew(self, held: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Extend every lease in held (job id, token); returns the runs that no longer hold theirs,
+        and the runs whose job was cancelled."""
         if not held:
-            return []
+            return [], []
         args: list[str | float] = [time.time() + self.settings.lease_s]
         for job_id, token in held:
             args += [keys.job(job_id), job_id, token]
-        lost = await self._renew(keys=[keys.LEASES], args=args)
-        return [held[int(i) - 1] for i in lost]
+        lost, cancelled = await self._renew(keys=[keys.LEASES], args=args)
+        return [held[int(i) - 1] for i in lost], [held[int(i) - 1] for i in cancelled]
+
+
+def expire_keys(job_id: str) -> list[str]:
+    """The KEYS of scripts.EXPIRE for a job."""
+    return [keys.job(job_id), keys.PENDING, keys.RETRIES, keys.PROBATION, keys.EXPIRIES, keys.STATS,
+            keys.health_bucket(stats.health_bucket())]
+
+
+def expire_args(job_id: str, settings: Settings) -> list[str | float]:
+    return [job_id, time.time(), settings.result_ttl_s, stats.HEALTH_TTL_S]
 
 
 def _text(reply: Any) -> str:

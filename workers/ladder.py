@@ -108,15 +108,16 @@ class Ladder:
         for chain in self.chains:
             await chain.aclose()
 
-    async def run(self, spec: JobSpec, prefetched: Prefetched | None = None, defer_success: bool = False
-                  ) -> LadderResult:
+    async def run(self, spec: JobSpec, prefetched: Prefetched | None = None, defer_success: bool = False,
+                  result: LadderResult | None = None) -> LadderResult:
         """Walk the tiers for a job.
 
         prefetched: the replies of queue_prefetch, read by the caller (else one round trip here).
         defer_success: leave a provider answer's bookkeeping to the caller (queue_success, then
-        settle_success), instead of one round trip here.
+        settle_success), instead of one round trip here. result: the caller's own record to fill
+        (so the calls made are known even if the walk is cancelled midway).
         """
-        result = LadderResult(outcome="exhausted")
+        result = result or LadderResult(outcome="exhausted")
         if prefetched is None:
             prefetched = await self._prefetch(spec)
         first_state, hit = prefetched.first_state, prefetched.hit
@@ -272,8 +273,10 @@ class Ladder:
 
         try:
             answer = await with_retries(attempt, policy, on_retry, sleep=self.sleep)
-        except (TierSkippedError, InternalError):
-            if run.permit is Permit.PROBE:  # the probe never reached (or never judged) the provider: hand it on
+        except (TierSkippedError, InternalError, asyncio.CancelledError):
+            # The probe never reached (or never judged) the provider, or its job was cancelled
+            # meanwhile: hand it on rather than leave the breaker half-open until probe_timeout_s.
+            if run.permit is Permit.PROBE:
                 await self.breaker.release(name)
             raise
         except ProviderError as err:

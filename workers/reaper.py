@@ -5,12 +5,13 @@ work, so the duty survives the death of any one worker. Every action is a script
 the state and dispatch number the reaper read, so even two reapers (a lock that expired during
 a slow sweep) cannot requeue or kill a job twice, nor kill a fresh claim.
 
-Three sweeps: expired leases (a job running on a dead or frozen worker), due durable retries,
-and messages kombu still holds as unacked long after delivery whose job was never claimed
-(reserved by a worker that died before starting them). Kombu itself would only restore those
-after its visibility timeout, an hour by default. A submission from another service (a plain
-Celery send_task) held that long goes back on its queue too, unless its job exists (core/scripts.py
-RESTORE_SUBMISSION).
+Four sweeps: expired leases (a job running on a dead or frozen worker), due durable retries,
+jobs past their expires_at (queued or retrying ones end `expired`, even while every worker is
+busy or the queue holds a backlog), and messages kombu still holds as unacked long after
+delivery whose job was never claimed (reserved by a worker that died before starting them).
+Kombu itself would only restore those after its visibility timeout, an hour by default. A
+submission from another service (a plain Celery send_task) held that long goes back on its
+queue too, unless its job exists (core/scripts.py RESTORE_SUBMISSION).
 
 One reaper serves every queue on the Redis (the lock is shared): each job goes back to the
 queue it was submitted to (recorded in its hash), never to the reaper's own.
@@ -42,6 +43,7 @@ from config.settings import Settings
 from core import keys, message, scripts
 from core.deadletter import DeadLetterQueue
 from core.job import DeadReason
+from workers.jobstate import expire_args, expire_keys
 
 log = structlog.get_logger("askq.reaper")
 
@@ -103,6 +105,7 @@ class Reaper:
         self._restore_submission = client.register_script(scripts.RESTORE_SUBMISSION)
         self._park = client.register_script(scripts.PARK)
         self._release = client.register_script(scripts.RELEASE)
+        self._expire = client.register_script(scripts.EXPIRE)
         self._orphans_due = 0.0
         # Per sweep: worker name -> ids of its running jobs whose leases end soon (a dead worker's).
         self._running: dict[str, set[str]] | None = None
@@ -118,7 +121,7 @@ class Reaper:
     def sweep(self) -> dict[str, int]:
         """Reclaim expired leases and fire due retries; returns counts of what was done."""
         done = {"reclaimed": 0, "poisoned": 0, "parked": 0, "retried": 0, "exhausted": 0, "restored": 0,
-                "dropped": 0, "skipped": 0}
+                "dropped": 0, "skipped": 0, "expired": 0}
         now = time.time()
         self._running = None
         pipe = self.redis.pipeline(transaction=False)
@@ -128,7 +131,12 @@ class Reaper:
         # its free threads), so one still unclaimed after a lease period has been abandoned.
         pipe.zrangebyscore(keys.KOMBU_UNACKED_INDEX, "-inf", now - self.settings.lease_s, start=0,
                            num=UNACKED_BATCH)
-        expired, due, abandoned = pipe.execute()
+        pipe.zrangebyscore(keys.EXPIRIES, "-inf", now, start=0, num=BATCH)
+        expired, due, abandoned, past = pipe.execute()
+        for job_id in past:
+            if self._expire(keys=expire_keys(str(job_id)), args=expire_args(str(job_id), self.settings)) == "expired":
+                log.info("job_expired", job_id=job_id, by="reaper")
+                done["expired"] += 1
         for job_id in expired:
             done[self._reclaim(str(job_id), now)] += 1
         released = self._release_parked(now)

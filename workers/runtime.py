@@ -57,6 +57,26 @@ class Run:
     # Set by a delivery taking this run's lease back; the outcome write waits for it.
     adopting: asyncio.Future[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # The task walking the ladder (its provider calls): cancelled when the job is.
+    task: asyncio.Task[Any] | None = None
+    # The job was cancelled: this run stops and writes nothing.
+    cancelled: bool = False
+
+    def cancel(self) -> bool:
+        """Stop this run's provider calls now (the open HTTP request is closed); False if it is
+        already writing its outcome (which the job's cancelled state refuses) or was stopped."""
+        if self.cancelled or self.finishing:
+            return False
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
+
+# How long a cancel heard for a job with no run here is remembered: its claim may have been
+# answered before the cancel and its run not started yet (the two replies race on two
+# connections). Cancels are published only for running jobs, so this holds few entries.
+RECENT_CANCEL_S = 30.0
 
 
 class Runtime:
@@ -71,6 +91,8 @@ class Runtime:
         self.dlq = DeadLetterQueue(self.sync_redis, settings)
         # (job id, lease token) -> run, for every run in this process now (touched on the loop only).
         self.runs: dict[tuple[str, str], Run] = {}
+        # job id -> when a cancel was heard for it with no run here (see RECENT_CANCEL_S).
+        self.recent_cancels: dict[str, float] = {}
         self.completed = 0
         self.last_progress = time.time()
         self.loop = asyncio.new_event_loop()
@@ -118,7 +140,24 @@ class Runtime:
     def start_run(self, job_id: str, token: str) -> Run:
         run = Run(job_id, token, time.time())
         self.runs[(job_id, token)] = run
+        # A cancel heard between its claim and now (see RECENT_CANCEL_S), used once and only while
+        # fresh: a later job under the same id (its idempotency key reused) is not touched.
+        heard = self.recent_cancels.pop(job_id, None)
+        if heard is not None and time.monotonic() - heard < RECENT_CANCEL_S:
+            run.cancelled = True  # never starts its calls
         return run
+
+    def cancel_job(self, job_id: str) -> int:
+        """Stop every run of job_id in this process (on the loop); returns how many were stopped.
+
+        With none here, the cancel is remembered for a while, for a run about to start.
+        """
+        runs = [run for run in self.runs.values() if run.job_id == job_id]
+        if not runs:
+            now = time.monotonic()
+            self.recent_cancels = {j: t for j, t in self.recent_cancels.items() if now - t < RECENT_CANCEL_S}
+            self.recent_cancels[job_id] = now
+        return sum(run.cancel() for run in runs)
 
     def end_run(self, run: Run) -> None:
         # Only this run's own entry: a newer run of the same job keeps its lease renewed.

@@ -12,7 +12,7 @@ import structlog
 from celery.signals import worker_ready, worker_shutdown
 
 from config.logging import configure_logging
-from workers import callbacks, heartbeat, reaper
+from workers import callbacks, cancels, heartbeat, reaper
 from workers.runtime import get_runtime
 
 log = structlog.get_logger("askq.worker")
@@ -33,6 +33,7 @@ def _start(**_: Any) -> None:
     rt.spawn("heartbeat", lambda: heartbeat.run(rt, stop_loop), stop_loop)
     # On the loop beside the jobs: a receiver that hangs holds a socket, never a slot or a thread.
     rt.spawn("callbacks", lambda: callbacks.run(rt.redis, rt.settings, rt.dlq, stop_loop), stop_loop)
+    rt.spawn("cancels", lambda: cancels.listen(rt, stop_loop), stop_loop)
 
     def renew_own_leases() -> None:
         # Bounded: a sweep is skipped (and retried next interval) rather than made to wait.

@@ -1,4 +1,4 @@
-"""Job routes: submit one job or a batch, read a job, long-poll for its result."""
+"""Job routes: submit one job or a batch, read a job, long-poll for its result, cancel jobs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,17 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from core.errors import InvalidJobError
-from core.job import JobRequest, JobSpec, JobView, check_limits, key_conflicts
+from core.job import (
+    METADATA_SCHEMA,
+    CancelOutcome,
+    JobRequest,
+    JobSpec,
+    JobView,
+    Metadata,
+    check_limits,
+    key_conflicts,
+    parse_where,
+)
 from core.webhook import check_callback
 from producers.client import Client
 from producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
@@ -47,6 +57,28 @@ class Submitted(BaseModel):
 
 class BatchSubmitted(BaseModel):
     jobs: list[Submitted]
+
+
+class Cancelled(BaseModel):
+    """What a cancel did: cancelled, or already_<state> for a job that had ended (it is unchanged)."""
+
+    id: str
+    outcome: CancelOutcome
+
+
+class CancelWhereIn(BaseModel):
+    """A bulk cancel: every job not yet ended whose metadata holds all of these keys and values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    where: Metadata = Field(min_length=1, examples=[{"team": "billing"}], json_schema_extra=METADATA_SCHEMA)
+
+
+class CancelledWhere(BaseModel):
+    """Each job that matched, with what its cancel did."""
+
+    outcomes: dict[str, CancelOutcome]
+    cancelled: int
 
 
 # The route reads its body by hand (to enforce the size limit first), so the schema is declared here.
@@ -153,6 +185,29 @@ def get_job(job_id: str, client: ClientDep) -> JobView:
     return client.get(job_id)
 
 
+def cancel_job(job_id: str, client: ClientDep) -> Cancelled:
+    outcome = client.cancel(job_id)
+    log.info("job_cancel", job_id=job_id, outcome=outcome.value)
+    return Cancelled(id=job_id, outcome=outcome)
+
+
+async def cancel_where(request: Request, client: ClientDep) -> CancelledWhere:
+    raw = await read_body(request, client.settings.api.max_body_bytes, client.settings.api.body_timeout_s)
+    try:
+        body = CancelWhereIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    try:
+        where = parse_where(body.where)
+    except InvalidJobError as exc:
+        field, _, problem = str(exc).partition(": ")
+        raise _refuse(("body", field), problem or str(exc)) from None
+    outcomes = await run_in_threadpool(client.cancel_where, where)
+    done = sum(1 for o in outcomes.values() if o == CancelOutcome.CANCELLED)
+    log.info("jobs_cancel_where", matched=len(outcomes), cancelled=done)
+    return CancelledWhere(outcomes={k: CancelOutcome(v) for k, v in outcomes.items()}, cancelled=done)
+
+
 async def long_poll(request: Request, client: Client, job_id: str, wait: float) -> Any:
     """The job once terminal, or a 202 with its current state when `wait` seconds pass first."""
     if wait > 0:
@@ -184,6 +239,17 @@ def router(max_wait_s: float) -> APIRouter:
         summary="Submit one job, or a batch as {\"jobs\": [...]}",
     )
     jobs.add_api_route("/v1/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=NOT_FOUND)
+    jobs.add_api_route(
+        "/v1/jobs/{job_id}", cancel_job, methods=["DELETE"], response_model=Cancelled, responses=NOT_FOUND,
+        summary="Cancel a job: never started, or its provider call stopped; no result stored. Idempotent "
+                "(already_cancelled); a job that ended first is left as it is (already_succeeded, ...)",
+    )
+    jobs.add_api_route(
+        "/v1/jobs/cancel", cancel_where, methods=["POST"], response_model=CancelledWhere, responses=BAD_INPUT,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/CancelWhereIn"}}}}},
+        summary="Cancel every job not yet ended whose metadata holds all the given keys and values",
+    )
 
     async def get_result(
         request: Request, job_id: str, client: ClientDep,
