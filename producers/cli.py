@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -290,8 +291,20 @@ def _asked_at(client: Client) -> float:
     """When the operator ran this command, on Redis's clock: its start, not the moment it got
     round to replaying, so a job that died again while the command started is not replayed
     twice. The time since start is measured on this host's clock, so its offset cancels out."""
-    started = psutil.Process().create_time()
-    return client.dlq.server_time() - max(0.0, time.time() - started)
+    return client.dlq.server_time() - _seconds_since_start()
+
+
+def _seconds_since_start() -> float:
+    """How long this process has run. From the kernel's start tick and the boot clock, both
+    counted from boot: psutil's create_time adds the boot time, which Linux gives in whole
+    seconds, so it can put the start up to a second early (and a death just before this command
+    would then look newer than the command)."""
+    try:
+        with open("/proc/self/stat") as stat:
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):  # not Linux
+        return max(0.0, time.time() - psutil.Process().create_time())
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

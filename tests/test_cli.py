@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,15 @@ def test_redis_unreachable_is_one_line_for_every_producer_command(tmp_path: Path
         [line] = out.stderr.splitlines()
         assert line.startswith("askq: error: Redis failed: ConnectionError: Error 111 connecting to 127.0.0.1:"), line
         assert "s3cret" not in line
+
+
+def test_a_commands_start_is_read_to_the_tick_not_to_the_second() -> None:
+    """`askq dlq replay` replays deaths from before its start: a start read a second early (the
+    boot time Linux gives in whole seconds) turned a death just before the command into `newer`."""
+    code = ("import time; from producers.cli import _seconds_since_start; "
+            "print(time.time() - _seconds_since_start())")
+    before = time.time()
+    started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                   timeout=60).stdout)
+    # One clock tick (10 ms) of rounding, and a little for the clocks read a moment apart.
+    assert started >= before - 0.05
