@@ -49,7 +49,7 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
     prefetched: Prefetched | None = claim_reads
     if claimed == "missing":
         # A valid message without a job record (expired after its result TTL, or sent by hand):
-        # nothing to answer for here; the task records the message as a dead letter.
+        # nothing left to answer; the task counts it (unknown_job_messages) and skips it.
         log.warning("job_record_missing")
         return "missing"
     if claimed == "expired":
