@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 import schemathesis
@@ -23,16 +22,12 @@ from config.settings import ApiSettings, Settings
 from core import keys, message
 from core.errors import InvalidJobError
 from core.job import parse_spec, payload_text
-from core.redisserver import free_port
 from producers.api import create_app
 from producers.cli import load_jobs_file
 from producers.client import Client, prepare_job
 from producers.httpclient import HttpClient
 from producers.routes.jobs import parse_submission
-from tests.conftest import wait_for
-
-TOKEN = "submission-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from tests.test_api import AUTH, TOKEN, serve_api
 
 # (keyword arguments to submit, the field the error must name, what the error must say)
 BAD_SUBMITS: list[tuple[dict[str, Any], str, str]] = [
@@ -241,18 +236,7 @@ def test_the_api_takes_a_key_at_the_length_limit(api: TestClient, r: redis.Redis
 @pytest.fixture
 def api_url(stack: Stack) -> Iterator[str]:
     """`askq api` as a real uvicorn process on a free port."""
-    port = free_port()
-    proc = stack.start_service("api", ["api", "--host", "127.0.0.1", "--port", str(port)],
-                               ASKQ_API__TOKENS=json.dumps([TOKEN]))
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 60, what="askq api to answer")
+    url, proc = serve_api(stack)
     yield url
     proc.terminate()
     proc.wait(15)
