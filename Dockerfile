@@ -8,14 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ASKQ_LOG_JSON=true
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY askq ./askq
-COPY config ./config
-COPY core ./core
-COPY producers ./producers
-COPY workers ./workers
-COPY sim ./sim
-COPY bench ./bench
 # Every volume mount point (see docker-compose.yml) must exist here, owned by askq: Docker
 # creates a missing one root-owned, and askq could not write there (e.g. Flower's flower.db).
 RUN pip install . \

@@ -7,18 +7,18 @@ import os
 import sys
 from typing import Any
 
-from core.errors import AskqError
+from askq.core.errors import AskqError
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from config.settings import load_settings
+    from askq.config.settings import load_settings
 
     if args.concurrency:
         # The worker's runtime reads its settings on its own (after Celery starts); the flag
         # must reach it, so the heartbeat reports and the loop sizes for the real concurrency.
         os.environ["ASKQ_WORKER_CONCURRENCY"] = str(args.concurrency)
     settings = load_settings()
-    from workers import app
+    from askq.workers import app
 
     argv = [
         "worker",
@@ -36,14 +36,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from sim.server import main as sim_main
+    from askq.sim.server import main as sim_main
 
     return sim_main(args.sim_args)
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
-    from config.settings import load_settings
-    from core.redisserver import ensure_url, stop_detached
+    from askq.config.settings import load_settings
+    from askq.core.redisserver import ensure_url, stop_detached
 
     settings = load_settings()
     if args.redis_command == "stop":
@@ -63,15 +63,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.longpoll:
-        from bench.longpoll import run_longpoll
+        from askq.bench.longpoll import run_longpoll
 
         return run_longpoll(callers=args.callers, wait_s=args.wait, as_json=args.json)
     if args.pools:
-        from bench.pools import compare_pools
+        from askq.bench.pools import compare_pools
 
         return compare_pools(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency,
                              workers=args.workers, as_json=args.json)
-    from bench.run import run_bench
+    from askq.bench.run import run_bench
 
     return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
                      textbook_jobs=args.textbook_jobs, skip_baselines=args.skip_baselines,
@@ -79,7 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from bench.chaos import parse_phases, run_chaos
+    from askq.bench.chaos import parse_phases, run_chaos
 
     try:
         chosen = parse_phases(args.phases, args.skip)
@@ -102,10 +102,12 @@ def positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from producers.cli import positive_int
-    from producers.cli import register as register_producers
+    from askq import __version__
+    from askq.producers.cli import positive_int
+    from askq.producers.cli import register as register_producers
 
     parser = argparse.ArgumentParser(prog="askq", description="A resilient LLM job queue.")
+    parser.add_argument("--version", action="version", version=f"askq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     register_producers(sub)
     from askq.ops import register as register_ops

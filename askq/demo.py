@@ -23,17 +23,17 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from askq.config.settings import load_settings
+from askq.core import keys
+from askq.core.connection import connect
+from askq.core.errors import AskqError
+from askq.core.health import check_health
+from askq.core.job import JobView
+from askq.core.redisserver import free_port
+from askq.core.stats import percentile, read_counters
+from askq.producers.cli import read_jobs_file
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import load_settings
-from core import keys
-from core.connection import connect
-from core.errors import AskqError
-from core.health import check_health
-from core.job import JobView
-from core.redisserver import free_port
-from core.stats import percentile, read_counters
-from producers.cli import read_jobs_file
-from producers.client import Client
 
 console = Console(stderr=True)
 

@@ -10,14 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings, load_settings
-from core.errors import ConfigError
+from askq.config.settings import Settings, load_settings
+from askq.core.errors import ConfigError
 
 _COLOURS = {"healthy": "green", "warning": "yellow", "critical": "red", "info": "cyan"}
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from producers.api import serve
+    from askq.producers.api import serve
 
     serve(load_settings(), host=args.host, port=args.port)
     return 0
@@ -25,8 +25,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Print the verdict over the window; the exit code is 0 healthy, 1 warning, 2 critical."""
-    from core.connection import connect
-    from core.health import check_health
+    from askq.core.connection import connect
+    from askq.core.health import check_health
 
     settings = load_settings()
     client = connect(settings)
@@ -73,7 +73,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
     assert settings.flower.password is not None  # checked by flower_argv
     # Credentials travel in Flower's environment, not argv, so `ps` does not show the password.
     os.environ["FLOWER_BASIC_AUTH"] = f"{settings.flower.user}:{settings.flower.password.get_secret_value()}"
-    from workers import app
+    from askq.workers import app
 
     print(json.dumps({"flower": f"http://{args.address or settings.flower.address}:{args.port or settings.flower.port}",
                       "user": settings.flower.user}))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.redisserver import EmbeddedRedis, free_port
+from askq.core.redisserver import EmbeddedRedis, free_port
 
 
 class Stack:

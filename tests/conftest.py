@@ -12,10 +12,10 @@ import httpx
 import pytest
 import redis
 
+from askq.config.settings import Settings, load_settings
+from askq.core import keys
+from askq.core.redisserver import EmbeddedRedis
 from askq.stack import Stack, default_providers
-from config.settings import Settings, load_settings
-from core import keys
-from core.redisserver import EmbeddedRedis
 
 # Tests configure askq explicitly; nothing from the developer's shell leaks in.
 for _key in [k for k in os.environ if k.startswith("ASKQ_")]:

@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from askq.config.settings import Settings, load_settings
+from askq.core.connection import connect_async
+from askq.core.job import JobSpec
 from askq.stack import default_providers
-from config.settings import Settings, load_settings
-from core.connection import connect_async
-from core.job import JobSpec
-from workers.breaker import Breaker
-from workers.cache import AnswerCache
-from workers.ladder import Ladder, LadderResult
-from workers.ratelimit import RateLimiter
+from askq.workers.breaker import Breaker
+from askq.workers.cache import AnswerCache
+from askq.workers.ladder import Ladder, LadderResult
+from askq.workers.ratelimit import RateLimiter
 
 T = TypeVar("T")
 

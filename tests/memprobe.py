@@ -15,9 +15,9 @@ import json
 import resource
 import sys
 
-from config.settings import ProviderSettings
-from core.job import JobSpec
-from workers.chain import Chain
+from askq.config.settings import ProviderSettings
+from askq.core.job import JobSpec
+from askq.workers.chain import Chain
 
 
 def _peak_mib() -> float:

@@ -18,15 +18,15 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from askq.config.settings import ApiSettings, Settings
+from askq.core.errors import ConfigError, InvalidJobError
+from askq.core.job import JobState
+from askq.core.redisserver import free_port
+from askq.producers.api import check_exposure, create_app
+from askq.producers.client import Client
+from askq.producers.httpclient import HttpClient, JobClient
+from askq.sim.answers import answer_for
 from askq.stack import Stack
-from config.settings import ApiSettings, Settings
-from core.errors import ConfigError, InvalidJobError
-from core.job import JobState
-from core.redisserver import free_port
-from producers.api import check_exposure, create_app
-from producers.client import Client
-from producers.httpclient import HttpClient, JobClient
-from sim.answers import answer_for
 from tests.conftest import wait_for, wait_workers
 
 TOKEN = "test-token-1"

@@ -21,8 +21,8 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import FailureGroup
 
-from config.settings import ApiSettings, Settings
-from producers.api import create_app
+from askq.config.settings import ApiSettings, Settings
+from askq.producers.api import create_app
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,14 +10,14 @@ import time
 
 import redis
 
+from askq.config.settings import BreakerSettings, Settings
+from askq.core import keys
+from askq.core.connection import connect_async
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import BreakerSettings, Settings
-from core import keys
-from core.connection import connect_async
-from producers.client import Client
+from askq.workers.breaker import Breaker, Permit
 from tests.conftest import Sim, wait_for, wait_workers
 from tests.ladderkit import job, run_ladder, settings_with
-from workers.breaker import Breaker, Permit
 
 
 def test_exactly_one_probe_among_many_concurrent_callers(settings: Settings, r: redis.Redis) -> None:

@@ -17,12 +17,12 @@ import pytest
 import redis
 from standardwebhooks.webhooks import Webhook
 
+from askq.config.settings import Settings, load_settings
+from askq.core import keys
+from askq.core.errors import InvalidJobError
+from askq.core.job import DeadReason, JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings, load_settings
-from core import keys
-from core.errors import InvalidJobError
-from core.job import DeadReason, JobState
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 from tests.receiver import receiving
 
@@ -223,7 +223,7 @@ def test_the_api_takes_a_callback_url_and_refuses_one_outside_the_allow_list(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from producers.api import create_app
+    from askq.producers.api import create_app
 
     allowed = settings.model_copy(update={"callbacks": load_settings(callbacks={"allowed_hosts": ["127.0.0.1"]})
                                           .callbacks})
@@ -285,8 +285,8 @@ def test_two_workers_deliver_each_callback_once(stack: Stack, r: redis.Redis, si
 def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credentials_shown(
     stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path,
 ) -> None:
-    from core import message, scripts
-    from core.job import JobSpec, payload_text
+    from askq.core import message, scripts
+    from askq.core.job import JobSpec, payload_text
 
     with receiving([200]) as receiver:
         stack.start_worker(concurrency=4, **CALLBACK_ENV)

@@ -18,26 +18,26 @@ import redis
 import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 
+from askq.config.settings import ApiSettings, Settings
+from askq.core import keys, scripts
+from askq.core.deadletter import DeadLetterQueue
+from askq.core.errors import InvalidJobError, JobNotFoundError
+from askq.core.health import check_health
+from askq.core.job import CancelOutcome, DeadReason, JobState, Result, parse_spec
+from askq.core.stats import read_counters, read_health_window
+from askq.core.store import cancel_keys
+from askq.producers.api import create_app
+from askq.producers.client import Client
+from askq.producers.httpclient import HttpClient
 from askq.stack import Stack
-from config.settings import ApiSettings, Settings
-from core import keys, scripts
-from core.deadletter import DeadLetterQueue
-from core.errors import InvalidJobError, JobNotFoundError
-from core.health import check_health
-from core.job import CancelOutcome, DeadReason, JobState, Result, parse_spec
-from core.stats import read_counters, read_health_window
-from core.store import cancel_keys
-from producers.api import create_app
-from producers.client import Client
-from producers.httpclient import HttpClient
+from askq.workers.execution import execute
+from askq.workers.jobstate import JobState as WorkerJobState
+from askq.workers.reaper import Reaper
+from askq.workers.runtime import Runtime
 from tests.conftest import Sim, wait_for, wait_workers
 from tests.test_api import TOKEN as TEST_API_TOKEN
 from tests.test_api import serve_api
 from tests.test_cli import run_main
-from workers.execution import execute
-from workers.jobstate import JobState as WorkerJobState
-from workers.reaper import Reaper
-from workers.runtime import Runtime
 
 TOKEN = "cancel-token"
 

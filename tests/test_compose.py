@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from askq.cli import parse_command
-from config.settings import _unknown_env_keys
+from askq.config.settings import _unknown_env_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -65,7 +65,7 @@ def test_secrets_come_from_the_env_file_and_its_example_holds_only_known_setting
         assert service["env_file"] == "askq.env", name
         assert "environment" not in service, f"{name}: secrets belong in askq.env"
     example = {}
-    for line in (ROOT / "askq.env.example").read_text().splitlines():
+    for line in (ROOT / "config/askq.env.example").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition("=")
             example[key] = value
@@ -101,3 +101,16 @@ def test_every_askq_volume_mount_point_exists_in_the_image_and_belongs_to_askq()
         assert any(target == d or target.startswith(d.rstrip("/") + "/") for d in owned), (
             f"{name}: {target} is not chowned to askq in the Dockerfile"
         )
+
+
+def test_every_file_the_dockerfile_copies_exists_and_the_package_is_whole() -> None:
+    """`docker build` fails on a missing COPY source; an image without a part of askq fails at run time."""
+    copied: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"]:
+            copied += words[1:-1]
+    assert copied, "the Dockerfile copies nothing"
+    missing = [source for source in copied if not (ROOT / source).exists()]
+    assert missing == []
+    assert "askq" in copied  # the one package: every part of askq lives under askq/

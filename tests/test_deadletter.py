@@ -14,14 +14,14 @@ from collections import Counter
 import redis
 import redis.asyncio as aredis
 
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.deadletter import DeadLetterQueue
+from askq.core.job import DeadReason, JobState, Result
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys
-from core.deadletter import DeadLetterQueue
-from core.job import DeadReason, JobState, Result
-from producers.client import Client
+from askq.workers.jobstate import JobState as WorkerJobState
 from tests.conftest import Sim, wait_for, wait_workers
-from workers.jobstate import JobState as WorkerJobState
 
 ALL_FAIL = {"kind": "bad_request"}
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import redis
 
+from askq.config.settings import load_settings
+from askq.core import keys
+from askq.core.job import DeadReason, JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import load_settings
-from core import keys
-from core.job import DeadReason, JobState
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from askq.cli import build_parser
-from config.settings import ProviderSettings, Settings
+from askq.config.settings import ProviderSettings, Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import redis
 
+from askq.config.settings import Settings
+from askq.core import keys, message
+from askq.core.job import DeadReason, JobState
+from askq.core.redisserver import EmbeddedRedis
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys, message
-from core.job import DeadReason, JobState
-from core.redisserver import EmbeddedRedis
-from producers.client import Client
+from askq.workers.reaper import Reaper
 from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
-from workers.reaper import Reaper
 
 # The settings' own defaults, passed on because the stack fixture starts workers with FAST_ENV.
 DEFAULT_LIVENESS = {

@@ -10,12 +10,12 @@ import time
 import redis
 from structlog.testing import capture_logs
 
-from config.settings import Settings
-from core import keys
-from producers.client import Client
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.producers.client import Client
+from askq.workers import reaper
+from askq.workers.runtime import supervise
 from tests.conftest import wait_for
-from workers import reaper
-from workers.runtime import supervise
 
 
 def test_a_duty_that_dies_is_logged_and_started_again() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from askq.core.redisserver import EmbeddedRedis
 from askq.stack import Stack
-from core.redisserver import EmbeddedRedis
 from tests.conftest import FAST_ENV, Sim, wait_workers
 
 

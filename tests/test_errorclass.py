@@ -1,4 +1,4 @@
-"""Each provider fault gives the behaviour in the error table (workers/errorclass.py)."""
+"""Each provider fault gives the behaviour in the error table (askq/workers/errorclass.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pickle
 import pytest
 import redis
 
-from config.settings import Settings
-from core import keys
-from core.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
+from askq.workers.chain import Chain
+from askq.workers.errorclass import classify
+from askq.workers.providerhttp import Exchange
 from tests.conftest import Sim
 from tests.ladderkit import SleepRecorder, job, run_ladder, settings_with
-from workers.chain import Chain
-from workers.errorclass import classify
-from workers.providerhttp import Exchange
 
 # kind -> (requests the primary sees, error class recorded). The secondary answers every time.
 TABLE = {

@@ -20,16 +20,16 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.deadletter import DeadLetterQueue
+from askq.core.job import DeadReason, JobState
+from askq.core.redisserver import EmbeddedRedis
+from askq.producers.client import Client
 from askq.stack import Stack, default_providers
-from config.settings import Settings
-from core import keys
-from core.deadletter import DeadLetterQueue
-from core.job import DeadReason, JobState
-from core.redisserver import EmbeddedRedis
-from producers.client import Client
+from askq.workers.jobstate import JobState as WorkerJobState
+from askq.workers.reaper import Reaper
 from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
-from workers.jobstate import JobState as WorkerJobState
-from workers.reaper import Reaper
 
 
 @dataclass

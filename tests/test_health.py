@@ -9,10 +9,10 @@ import sys
 import pytest
 import redis
 
+from askq.config.settings import Settings
+from askq.core.health import evaluate, grade
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core.health import evaluate, grade
-from producers.client import Client
 from tests.conftest import Sim, wait_workers
 
 

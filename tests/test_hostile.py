@@ -20,17 +20,17 @@ import pytest
 import redis
 from aiohttp import web
 
+from askq.config.settings import ProviderSettings, Settings
+from askq.core.errors import ProviderError
+from askq.core.job import JobSpec, JobState
+from askq.producers.client import Client
+from askq.sim.answers import answer_for
+from askq.sim.replies import completion_data
 from askq.stack import Stack
-from config.settings import ProviderSettings, Settings
-from core.errors import ProviderError
-from core.job import JobSpec, JobState
-from producers.client import Client
-from sim.answers import answer_for
-from sim.replies import completion_data
+from askq.workers.cache import cache_key
+from askq.workers.chain import Chain
 from tests.conftest import Sim, wait_workers
 from tests.ladderkit import SleepRecorder, job, run_ladder, settings_with
-from workers.cache import cache_key
-from workers.chain import Chain
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

@@ -19,15 +19,15 @@ import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
+from askq.bench.hostile import body_of, encode_body, envelope, hostile_entries, marker
+from askq.config.settings import Settings
+from askq.core import keys, message
+from askq.core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadLetterQueue
+from askq.core.errors import InvalidJobError
+from askq.core.job import DeadReason, JobState
+from askq.core.liveness import list_workers
+from askq.producers.client import Client
 from askq.stack import Stack
-from bench.hostile import body_of, encode_body, envelope, hostile_entries, marker
-from config.settings import Settings
-from core import keys, message
-from core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadLetterQueue
-from core.errors import InvalidJobError
-from core.job import DeadReason, JobState
-from core.liveness import list_workers
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 # What each reason must name, for the kinds issue 9 A reported.
@@ -319,7 +319,7 @@ def test_dead_letter_of_a_stored_jobs_unwritable_payload_still_ends_the_job(
     settings: Settings, r: redis.Redis, tmp_path: Path
 ) -> None:
     """A stored job whose own payload cannot be serialised is still dead-lettered as itself."""
-    from core.job import payload_text
+    from askq.core.job import payload_text
 
     payload = {"id": "surrogatejob", "question": "lone \ud800", "context": [], "idempotency_key": None,
                "metadata": {}, "created": time.time()}
@@ -335,7 +335,7 @@ def test_reaper_resends_lost_messages_past_hostile_entries_waiting_in_the_queue(
     settings: Settings, r: redis.Redis
 ) -> None:
     """The reaper reads every queue entry to find lost messages: no entry may break that sweep."""
-    from workers.reaper import Reaper
+    from askq.workers.reaper import Reaper
 
     job_id = Client(settings).submit("Where is my parcel?")
     r.delete(settings.queue)  # its message is lost, as when a worker died right after BRPOP
@@ -350,8 +350,8 @@ def test_a_stored_job_whose_own_message_is_refused_is_dead_once_not_resent(
 ) -> None:
     """A job stored before a check existed (a lone surrogate in its question) is refused by the
     workers: the job itself ends dead, so the reaper does not resend it to be refused forever."""
-    from core.job import JobSpec
-    from core.store import JobStore
+    from askq.core.job import JobSpec
+    from askq.core.store import JobStore
 
     stack.start_worker(concurrency=2)
     wait_workers(r, 1)
@@ -374,8 +374,8 @@ def test_a_stored_job_whose_own_message_is_refused_is_dead_once_not_resent(
 
 def test_every_message_askq_builds_passes_the_contract_also_as_kombu_restores_it() -> None:
     """The check refuses whatever build() does not write: a field added there must be added here."""
-    from core import message
-    from core.job import JobSpec
+    from askq.core import message
+    from askq.core.job import JobSpec
 
     specs = [JobSpec.new("Where is my order?"),
              JobSpec.new("Ünïcödé ✓ question?", context=["doc one", "doc two"], idempotency_key="key-1",

@@ -7,13 +7,13 @@ from typing import Any
 
 import redis
 
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.job import JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys
-from core.job import JobState
-from producers.client import Client
+from askq.workers.celeryapp import create_app
 from tests.conftest import Sim, wait_for, wait_workers
-from workers.celeryapp import create_app
 
 
 def test_jobs_finish_once_after_redis_forgot_its_scripts(

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("workers", "core", "producers", "config")
+PACKAGES = ("askq/workers", "askq/core", "askq/producers", "askq/config")
 
 
 def _modules() -> list[str]:
@@ -37,7 +37,7 @@ def _redis_servers() -> set[int]:
 
 def test_importing_every_module_starts_no_redis_and_writes_no_state(tmp_path: Path) -> None:
     modules = _modules()
-    assert "workers.chain" in modules and "workers.celeryapp" in modules and "workers" in modules
+    assert "askq.workers.chain" in modules and "askq.workers.celeryapp" in modules and "askq.workers" in modules
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")} | {"ASKQ_VAR_DIR": str(tmp_path)}
     before = _redis_servers()
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\nprint('imported')"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import redis
 from structlog.testing import capture_logs
 
-from config.settings import Settings
-from core.job import JobSpec
+from askq.config.settings import Settings
+from askq.core.job import JobSpec
+from askq.workers.cache import cache_key
 from tests.conftest import Sim
 from tests.ladderkit import SleepRecorder, job, run_ladder, settings_with
-from workers.cache import cache_key
 
 ALL_DOWN = {"latency_s": 0.02, "faults": [{"kind": "server_error"}]}
 

@@ -10,13 +10,13 @@ import time
 import redis
 from prometheus_client import generate_latest
 
+from askq.config.settings import Settings
+from askq.core import keys, message
+from askq.core.job import JobState
+from askq.core.metrics import registry_for
+from askq.producers.client import Client
+from askq.sim.answers import answer_for
 from askq.stack import Stack, default_providers
-from config.settings import Settings
-from core import keys, message
-from core.job import JobState
-from core.metrics import registry_for
-from producers.client import Client
-from sim.answers import answer_for
 from tests.conftest import Sim, wait_for, wait_workers
 
 

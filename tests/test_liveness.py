@@ -10,11 +10,11 @@ from typing import Any
 
 import redis
 
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.liveness import list_workers
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys
-from core.liveness import list_workers
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 

@@ -6,10 +6,10 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from askq.config.settings import ApiSettings, Settings
+from askq.producers.api import create_app
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import ApiSettings, Settings
-from producers.api import create_app
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 TOKEN = "metrics-token"
@@ -84,3 +84,16 @@ def test_metrics_carry_no_secrets(settings: Settings, r: redis.Redis) -> None:
     text = api.get("/metrics").text
     assert secret not in text
     assert TOKEN not in text
+
+
+def test_build_info_names_the_version_served(settings: Settings) -> None:
+    import celery
+
+    from askq.core.version import VERSION
+
+    api = TestClient(create_app(settings.model_copy(update={"api": ApiSettings(tokens=[TOKEN])})),
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+    (info,) = [(name, dict(labels)) for (name, labels), v in scrape(api).items()
+               if name == "askq_build_info" and v == 1.0]
+    assert info[1]["version"] == VERSION and info[1]["celery"] == celery.__version__
+    assert set(info[1]) == {"version", "python", "celery", "kombu", "redis", "langchain_openai", "openai"}

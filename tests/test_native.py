@@ -19,14 +19,14 @@ from typing import Any
 import redis
 from prometheus_client import generate_latest
 
+from askq.config.settings import Settings
+from askq.core import keys, message
+from askq.core.deadletter import DeadLetterQueue
+from askq.core.job import DeadReason, JobState, job_id_for
+from askq.core.metrics import registry_for
+from askq.core.redisserver import EmbeddedRedis
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys, message
-from core.deadletter import DeadLetterQueue
-from core.job import DeadReason, JobState, job_id_for
-from core.metrics import registry_for
-from core.redisserver import EmbeddedRedis
-from producers.client import Client
 from tests.conftest import Sim, wait_for, wait_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,13 +64,13 @@ def send(tmp_path: Path, url: str, *sends: dict[str, Any]) -> list[str]:
 
 def test_the_producer_cannot_import_askq(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
-    script.write_text("import sys; sys.path.append(sys.argv[1]); import celery; import config\n")
+    script.write_text("import sys; sys.path.append(sys.argv[1]); import celery; import askq\n")
     site = sysconfig.get_paths()["purelib"]
     done = subprocess.run([sys.executable, "-I", "-S", str(script), site], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "No module named 'config'" in done.stderr, done.stderr
+    assert done.returncode != 0 and "No module named 'askq'" in done.stderr, done.stderr
     # ...while the same interpreter with its site hooks can: the check above is not vacuous.
-    done = subprocess.run([sys.executable, "-c", "import config, core, producers"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", "import askq.config, askq.core, askq.producers"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 

@@ -17,15 +17,15 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from config.settings import Settings
-from core import keys, message, scripts
-from core.deadletter import DeadLetter, DeadLetterQueue
-from core.job import DeadReason, JobSpec, payload_text
-from sim.answers import answer_for
+from askq.config.settings import Settings
+from askq.core import keys, message, scripts
+from askq.core.deadletter import DeadLetter, DeadLetterQueue
+from askq.core.job import DeadReason, JobSpec, payload_text
+from askq.sim.answers import answer_for
+from askq.workers.execution import execute
+from askq.workers.runtime import Runtime
 from tests.conftest import Sim, wait_for
 from tests.ladderkit import job, run_ladder, settings_with
-from workers.execution import execute
-from workers.runtime import Runtime
 
 LONE_SURROGATE = "\udc80"
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from askq.config.settings import Settings, load_settings
+from askq.core import keys
+from askq.core.errors import InvalidJobError
+from askq.core.job import DeadReason, JobState
+from askq.producers.client import Client
+from askq.sim.answers import answer_for
 from askq.stack import Stack
-from config.settings import Settings, load_settings
-from core import keys
-from core.errors import InvalidJobError
-from core.job import DeadReason, JobState
-from producers.client import Client
-from sim.answers import answer_for
 from tests.conftest import Sim, wait_workers
 
 
@@ -104,9 +104,9 @@ def test_job_refused_by_worker_limits_is_dead_not_requeued(stack: Stack, r: redi
 
 
 def test_plain_celery_command_runs_an_askq_worker(stack: Stack, r: redis.Redis, settings: Settings) -> None:
-    """`celery -A workers worker` picks askq's pool, queue and transport from the settings."""
+    """`celery -A askq.workers worker` picks askq's pool, queue and transport from the settings."""
     log = open(stack.var_dir / "celery.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "info"],
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "askq.workers", "worker", "--loglevel", "info"],
                             env=stack.env(ASKQ_WORKER_CONCURRENCY="8"), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     stack.workers.append(proc)

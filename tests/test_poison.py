@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import redis
 
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.job import DeadReason, JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys
-from core.job import DeadReason, JobState
-from producers.client import Client
+from askq.workers.reaper import is_culprit
 from tests.conftest import Sim, wait_for, wait_workers
-from workers.reaper import is_culprit
 
 CHAOS = {"ASKQ_CHAOS_HOOKS": "true"}
 

@@ -7,13 +7,13 @@ import time
 
 import redis
 
+from askq.config.settings import Settings
+from askq.core import keys, message
+from askq.core.job import JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from core import keys, message
-from core.job import JobState
-from producers.client import Client
+from askq.workers.reaper import Reaper
 from tests.conftest import Sim, wait_for, wait_workers
-from workers.reaper import Reaper
 
 
 def _queued_on(r: redis.Redis, queue: str) -> list[tuple[str, int]]:

@@ -6,9 +6,9 @@ import json
 
 import redis
 
+from askq.config.settings import Settings
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.settings import Settings
-from producers.client import Client
 from tests.conftest import Sim, wait_workers
 
 

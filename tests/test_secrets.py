@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from askq.config.logging import scrub
+from askq.config.settings import load_settings
+from askq.core.errors import ConfigError
+from askq.core.job import DeadReason, JobState
+from askq.producers.client import Client
 from askq.stack import Stack
-from config.logging import scrub
-from config.settings import load_settings
-from core.errors import ConfigError
-from core.job import DeadReason, JobState
-from producers.client import Client
 from tests.conftest import Sim, wait_workers
 
 # No well-known shape (no "sk-" prefix): only masking the configured value itself can hide it.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from config.logging import scrub
-from config.settings import explicit_settings, load_settings
-from core.errors import (
+from askq.config.logging import scrub
+from askq.config.settings import explicit_settings, load_settings
+from askq.core.errors import (
     AskqError,
     BadAnswerError,
     ConfigError,

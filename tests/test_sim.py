@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from langchain_openai import ChatOpenAI
 
-from sim import SimConfig, answer_for, count_tokens, start
+from askq.sim import SimConfig, answer_for, count_tokens, start
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -477,7 +477,7 @@ def test_redirect_points_at_an_answer_that_tells_it_was_followed(sim: Sim) -> No
 
 
 def test_hostile_kinds_come_by_marker_or_by_name_never_in_a_random_mix(sim: Sim) -> None:
-    from sim.faults import FAULT_KINDS, HOSTILE_KINDS, MARKER_KINDS
+    from askq.sim.faults import FAULT_KINDS, HOSTILE_KINDS, MARKER_KINDS
 
     assert {"trickle", "oversize", "gzip_bomb", "redirect"} == HOSTILE_KINDS
     assert not FAULT_KINDS & HOSTILE_KINDS and MARKER_KINDS == FAULT_KINDS | HOSTILE_KINDS

@@ -17,16 +17,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from askq.config.settings import ApiSettings, Settings
+from askq.core import keys, message
+from askq.core.errors import InvalidJobError
+from askq.core.job import parse_spec, payload_text
+from askq.producers.api import create_app
+from askq.producers.cli import load_jobs_file
+from askq.producers.client import Client, prepare_job
+from askq.producers.httpclient import HttpClient
+from askq.producers.routes.jobs import parse_submission
 from askq.stack import Stack
-from config.settings import ApiSettings, Settings
-from core import keys, message
-from core.errors import InvalidJobError
-from core.job import parse_spec, payload_text
-from producers.api import create_app
-from producers.cli import load_jobs_file
-from producers.client import Client, prepare_job
-from producers.httpclient import HttpClient
-from producers.routes.jobs import parse_submission
 from tests.test_api import AUTH, TOKEN, serve_api
 
 # (keyword arguments to submit, the field the error must name, what the error must say)

@@ -1,0 +1,46 @@
+"""Throughput and p99 latency of askq against worker concurrency, drawn as a PNG (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from askq.producers.client import Client
+from askq.stack import Stack
+
+LEVELS = (25, 50, 100, 200, 400)
+
+
+def sweep(stack: Stack, client: Client, workers: int, path: Path, jobs: int = 1000,
+          levels: tuple[int, ...] = LEVELS) -> list[dict[str, Any]]:
+    """Run askq at each concurrency level (per worker), draw the plot at `path`, return the points."""
+    from askq.bench.run import run_askq
+
+    points = []
+    for level in levels:
+        f = run_askq(stack, client, workers, level, jobs, timeout_s=max(120.0, jobs / 10))
+        points.append({"concurrency": level * workers, "jobs_per_s": f.jobs_per_s, "p99_s": f.p99_s,
+                       "cpu_ms_per_job": f.cpu_ms_per_job})
+    draw(points, path)
+    return points
+
+
+def draw(points: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p["concurrency"] for p in points]
+    fig, left = plt.subplots(figsize=(7, 4))
+    left.plot(xs, [p["jobs_per_s"] for p in points], "o-", color="tab:blue", label="jobs/s")
+    left.set_xlabel("jobs in flight (workers x concurrency)")
+    left.set_ylabel("throughput, jobs/s", color="tab:blue")
+    right = left.twinx()
+    right.plot(xs, [p["p99_s"] for p in points], "s--", color="tab:red", label="p99 s")
+    right.set_ylabel("p99 end-to-end latency of the burst, s", color="tab:red")
+    left.set_title("askq, simulator latency 1 s, 2 cores")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,171 @@
+"""Prometheus metrics for the whole deployment, computed from Redis at scrape time.
+
+Every worker process adds to the same Redis counters, histograms and heartbeats, so one
+scrape of any API process sees the cluster's totals: nothing is kept in process memory,
+nothing is lost when a worker dies, and no multiprocess directory is needed. Secrets never
+reach a label: labels are provider names, error classes, tiers, reasons and worker names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from askq.config.settings import Settings
+from askq.core import keys, stats
+from askq.core.liveness import list_workers
+from askq.core.version import build_info
+
+# Breaker states as one gauge value each: easy to alert on (> 0 means not closed).
+BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+# Counters named "<prefix>:<label>[:<label>]" in the stats hash and how they are exposed.
+LABELLED = {
+    "attempts": ("askq_attempts", "LLM calls made, by provider", ("provider",)),
+    "retries": ("askq_retries", "LLM calls that were retries, by provider", ("provider",)),
+    "errors": ("askq_errors", "failed LLM calls by provider and error class", ("provider", "error_class")),
+    "skipped": ("askq_tier_skipped", "tiers skipped without a call (breaker, rate limit)", ("provider", "why")),
+    "breaker_opened": ("askq_breaker_opened", "times a provider's breaker opened", ("provider",)),
+    "breaker_closed": ("askq_breaker_closed", "times a provider's breaker closed again", ("provider",)),
+    "breaker_probes": ("askq_breaker_probes", "half-open probes sent", ("provider",)),
+    "source": ("askq_jobs_answered", "answered jobs by the tier that answered", ("tier",)),
+    "dead": ("askq_dead_letters", "jobs dead-lettered, by reason", ("reason",)),
+}
+PLAIN = {
+    "submitted": ("askq_jobs_submitted", "jobs created by producers"),
+    "succeeded": ("askq_jobs_succeeded", "jobs that stored a result"),
+    "dead": ("askq_jobs_dead", "jobs dead-lettered"),
+    "cancelled": ("askq_jobs_cancelled", "jobs cancelled by a producer before they ended (no result, not dead)"),
+    "expired": ("askq_jobs_expired", "jobs not started by their expires_at (never run, not dead)"),
+    "fallbacks": ("askq_fallbacks", "times a job moved on to the next tier"),
+    "cache_hits": ("askq_cache_hits", "answers served from the cache"),
+    "late_writes": ("askq_late_writes_refused", "result writes refused: the run no longer held the job"),
+}
+# Running jobs read per scrape for the oldest-job gauge; more than this is itself the alarm.
+MAX_RUNNING_SCAN = 10000
+
+
+class RedisCollector(Collector):
+    """Reads askq's state from Redis on every collect()."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        yield InfoMetricFamily("askq_build", "askq's version and the versions it runs on (value 1)",
+                               value=build_info())
+        yield from self._counters(stats.read_counters(self.redis))
+        yield from self._histograms()
+        yield from self._queue()
+        yield from self._breakers()
+        yield from self._workers()
+
+    def _counters(self, counters: dict[str, int]) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        other = CounterMetricFamily("askq_events", "other askq counters, by name", labels=["name"])
+        for name, value in sorted(counters.items()):
+            prefix, _, rest = name.partition(":")
+            if rest and prefix in LABELLED:
+                metric, doc, labels = LABELLED[prefix]
+                parts = rest.split(":", len(labels) - 1)
+                if len(parts) == len(labels):
+                    family = families.setdefault(metric, CounterMetricFamily(metric, doc, labels=list(labels)))
+                    family.add_metric(parts, value)
+                    continue
+            elif not rest and prefix in PLAIN:
+                metric, doc = PLAIN[prefix]
+                family = families.setdefault(metric, CounterMetricFamily(metric, doc))
+                family.add_metric([], value)
+                continue
+            other.add_metric([name], value)
+        for metric, doc in PLAIN.values():
+            families.setdefault(metric, CounterMetricFamily(metric, doc, value=0))
+        yield from families.values()
+        yield other
+
+    def _histograms(self) -> Iterator[Metric]:
+        raw = cast(dict[str, str], self.redis.hgetall(keys.LATENCY))
+        docs = {
+            "queue_wait": "seconds from submission (or requeue) to the start of the run that answered",
+            "run": "seconds the answering run took",
+            "end_to_end": "seconds from submission to the stored result",
+        }
+        for name in stats.LATENCY_NAMES:
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound in (*stats.LATENCY_BUCKETS, float("inf")):
+                label = stats.bucket_label(bound)
+                cumulative += float(raw.get(f"{name}:{label}", 0))
+                buckets.append((label, cumulative))
+            yield HistogramMetricFamily(
+                f"askq_job_{name}_seconds", docs[name], buckets=buckets, sum_value=float(raw.get(f"{name}:sum", 0))
+            )
+
+    def _queue(self) -> Iterator[Metric]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.settings.queue)
+        pipe.zcard(keys.PENDING)
+        pipe.zcard(keys.LEASES)
+        pipe.zcard(keys.RETRIES)
+        pipe.zcard(keys.DLQ_INDEX)
+        pipe.zrange(keys.LEASES, 0, MAX_RUNNING_SCAN - 1)
+        depth, pending, running, retrying, dead_letters, leased = pipe.execute()
+        yield GaugeMetricFamily("askq_queue_depth", "messages waiting on the broker queue", value=depth)
+        yield GaugeMetricFamily("askq_jobs_pending", "jobs not yet ended (succeeded, dead, cancelled or expired)",
+                                value=pending)
+        yield GaugeMetricFamily("askq_jobs_running", "jobs held by a worker under a lease", value=running)
+        yield GaugeMetricFamily("askq_jobs_retrying", "jobs parked for a durable retry", value=retrying)
+        yield GaugeMetricFamily("askq_dead_letter_records", "dead-letter records kept for replay", value=dead_letters)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in leased:
+            pipe.hget(keys.job(str(job_id)), "started")
+        starts = [float(s) for s in pipe.execute() if s] if leased else []
+        oldest = time.time() - min(starts) if starts else 0.0
+        yield GaugeMetricFamily(
+            "askq_oldest_running_job_age_seconds", "how long the longest-running job has run", value=max(0.0, oldest)
+        )
+
+    def _breakers(self) -> Iterator[Metric]:
+        names = [p.name for p in self.settings.providers]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(keys.breaker(name), "state")
+        gauge = GaugeMetricFamily(
+            "askq_breaker_state", "circuit breaker per provider: 0 closed, 1 half-open, 2 open", labels=["provider"]
+        )
+        for name, state in zip(names, pipe.execute(), strict=True):
+            gauge.add_metric([name], BREAKER_VALUES.get(str(state or "closed"), 0.0))
+        yield gauge
+
+    def _workers(self) -> Iterator[Metric]:
+        workers = list_workers(self.redis, self.settings)
+        age = GaugeMetricFamily("askq_worker_heartbeat_age_seconds", "seconds since a worker's last heartbeat",
+                                labels=["worker"])
+        inflight = GaugeMetricFamily("askq_worker_inflight", "jobs a worker is running", labels=["worker"])
+        for w in workers:
+            age.add_metric([w.name], w.heartbeat_age_s)
+            inflight.add_metric([w.name], w.inflight)
+        by_state = GaugeMetricFamily("askq_workers", "workers by liveness state", labels=["state"])
+        for state in ("alive", "stalled", "dead"):
+            by_state.add_metric([state], sum(1 for w in workers if w.state == state))
+        yield age
+        yield inflight
+        yield by_state
+
+
+def registry_for(client: redis.Redis, settings: Settings) -> CollectorRegistry:
+    """A registry holding only askq's Redis-backed metrics (no per-process defaults)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(client, settings))
+    return registry

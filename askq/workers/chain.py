@@ -1,0 +1,143 @@
+"""The LangChain chain for one provider tier: prompt | ChatOpenAI, asked asynchronously.
+
+ask() raises only ProviderError (the provider or the network failed: see askq/workers/errorclass.py)
+or InternalError (askq's own code or the job's own data failed; never the provider's fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+
+from askq.config.settings import ProviderSettings
+from askq.core.errors import (
+    BadAnswerError,
+    InternalError,
+    OversizedError,
+    ProviderError,
+    TierSkippedError,
+    TransientProviderError,
+)
+from askq.core.job import JobSpec, TokenUsage
+from askq.workers.errorclass import classify, unicode_safe
+from askq.workers.providerhttp import provider_client, tracking
+
+_SYSTEM = {
+    "full": (
+        "You are a helpful customer-service assistant. Answer the customer's question clearly and "
+        "politely, using the context documents when they are relevant."
+    ),
+    "short": "Answer the customer's question in one or two sentences.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a tier produced."""
+
+    text: str
+    model: str
+    usage: TokenUsage
+    latency_s: float
+
+
+def build_messages(spec: JobSpec, prompt: str) -> list[BaseMessage]:
+    """The chat messages for a job under one of the prompt templates."""
+    system = _SYSTEM[prompt]
+    if spec.context and prompt == "full":
+        docs = "\n\n".join(f"[{i + 1}] {doc}" for i, doc in enumerate(spec.context))
+        system = f"{system}\n\nContext documents:\n{docs}"
+    return [SystemMessage(system), HumanMessage(spec.question)]
+
+
+def prompt_chars(spec: JobSpec, prompt: str) -> int:
+    return sum(len(str(m.content)) for m in build_messages(spec, prompt))
+
+
+class Chain:
+    """One provider's client, built once per worker process and shared by every in-flight job."""
+
+    def __init__(self, provider: ProviderSettings) -> None:
+        self.provider = provider
+        # aiohttp as the transport (the SDK's own option): per request it costs about half the CPU
+        # of httpx's anyio transport, the largest single cost of a job. Our own connection pool per
+        # provider (the SDK's defaults: 1000 connections, keep-alive), rather than LangChain's
+        # process-wide cached client, which binds to the first event loop. Guarded: size caps,
+        # no redirects (askq/workers/providerhttp.py). Its timeout is aiohttp's per-read timeout, which
+        # a trickling provider resets with every byte; ask() puts a deadline on the whole call.
+        self.http = provider_client(provider)
+        # max_retries=0: askq's retry loop is the only one, so waits are bounded and counted.
+        self.llm = ChatOpenAI(
+            model=provider.model,
+            base_url=provider.base_url,
+            api_key=provider.api_key,
+            timeout=provider.timeout_s,
+            max_retries=0,
+            http_async_client=self.http,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool (on the loop that used it)."""
+        await self.http.aclose()
+
+    async def ask(self, spec: JobSpec) -> Answer:
+        name, limit = self.provider.name, self.provider.timeout_s
+        messages = build_messages(spec, self.provider.prompt)
+        started = time.perf_counter()
+        with tracking() as exchange:
+            try:
+                async with asyncio.timeout(limit):
+                    message = await self.llm.ainvoke(messages)
+            except (ProviderError, InternalError):
+                raise
+            except TimeoutError as exc:
+                if not exchange.sent:
+                    # The request never left: askq's own loop was too busy to send it in time.
+                    # Not the provider's timeout, so not counted against it; the tier moves on.
+                    raise TierSkippedError(f"request not sent within timeout_s ({limit:g} s)", name) from exc
+                raise TransientProviderError(f"no complete response within timeout_s ({limit:g} s)", name) from exc
+            except Exception as exc:
+                raise classify(exc, name, exchange) from exc
+        latency = time.perf_counter() - started
+        if not isinstance(message, AIMessage):
+            raise InternalError(f"ChatOpenAI returned a {type(message).__name__}, not an AIMessage", name)
+        try:
+            return self._read(message, latency)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a value the provider sent that is not what a completion holds
+            raise classify(exc, name, exchange) from exc
+
+    def _read(self, message: AIMessage, latency: float) -> Answer:
+        """The answer in a reply, or the BadAnswerError (OversizedError) that says why it is unusable."""
+        name = self.provider.name
+        finish = message.response_metadata.get("finish_reason")
+        text = message.content if isinstance(message.content, str) else ""
+        if finish == "length":
+            raise BadAnswerError("answer truncated (finish_reason=length)", name)
+        if not text.strip():
+            raise BadAnswerError("empty answer", name)
+        if len(text) > self.provider.max_answer_chars:
+            raise OversizedError(f"answer of {len(text)} chars is over max_answer_chars "
+                                 f"({self.provider.max_answer_chars})", name)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can carry a lone surrogate ("\ud800"): no store or client could encode it.
+            raise BadAnswerError("answer is not valid Unicode (a lone surrogate)", name) from None
+        usage: dict[str, Any] = dict(message.usage_metadata or {})
+        return Answer(
+            text=text,
+            model=unicode_safe(str(message.response_metadata.get("model_name") or self.provider.model))[:200],
+            usage=TokenUsage(
+                prompt=int(usage.get("input_tokens", 0)),
+                completion=int(usage.get("output_tokens", 0)),
+                total=int(usage.get("total_tokens", 0)),
+            ),
+            latency_s=latency,
+        )

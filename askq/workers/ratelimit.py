@@ -1,0 +1,93 @@
+"""Requests- and tokens-per-minute limits per provider, shared by every worker through Redis.
+
+Requests use a sliding one-minute log (a sorted set of request times), so N workers together
+never exceed the limit in any 60 s window. Tokens use a per-minute counter, charged with an
+estimate before the call and corrected with the usage the provider reported after it (in
+the same round trip that records the success), so the budget tracks what was really spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+
+from askq.config.settings import ProviderSettings
+from askq.core import keys
+
+# KEYS: requests zset, tokens counter   ARGV: now, rpm (0 = none), tpm (0 = none), tokens, member
+# Returns 0 when admitted, else seconds until a slot frees up.
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60)
+  if redis.call('ZCARD', KEYS[1]) >= rpm then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    return tostring(tonumber(oldest[2]) + 60 - now)
+  end
+end
+if tpm > 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used + tokens > tpm and used > 0 then return tostring(60 - (now % 60)) end
+  redis.call('INCRBY', KEYS[2], tokens)
+  redis.call('EXPIRE', KEYS[2], 120)
+end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[5])
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+return '0'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An admitted call: the minute its estimated tokens were charged to, and how many."""
+
+    minute: int
+    tokens: int
+
+
+class RateLimiter:
+    """Admits calls to a provider within its shared limits, waiting briefly if a slot is near."""
+
+    def __init__(self, client: aredis.Redis, max_wait_s: float) -> None:
+        self.redis = client
+        self.max_wait_s = max_wait_s
+        self._acquire = client.register_script(_ACQUIRE)
+
+    async def acquire(self, provider: ProviderSettings, tokens: int) -> Grant | None:
+        """A grant when the call may go ahead; None when it would have to wait longer than max_wait_s."""
+        now = time.time()
+        if provider.requests_per_minute is None and provider.tokens_per_minute is None:
+            return Grant(int(now // 60), 0)
+        deadline = time.monotonic() + self.max_wait_s
+        while True:
+            minute = int(now // 60)
+            wait = float(
+                await self._acquire(
+                    keys=[keys.rate_requests(provider.name), keys.rate_tokens(provider.name, minute)],
+                    args=[now, provider.requests_per_minute or 0, provider.tokens_per_minute or 0, tokens,
+                          f"{now}:{uuid.uuid4().hex[:8]}"],
+                )
+            )
+            if wait <= 0:
+                return Grant(minute, tokens if provider.tokens_per_minute else 0)
+            if time.monotonic() + wait > deadline:
+                return None
+            await asyncio.sleep(wait + 0.001)
+            now = time.time()
+
+    @staticmethod
+    def queue_usage(pipe: Any, provider: ProviderSettings, grant: Grant, used: int) -> None:
+        """Queue the correction from the estimate charged up front to the tokens really used."""
+        if provider.tokens_per_minute is None or grant.tokens == used:
+            return
+        key = keys.rate_tokens(provider.name, grant.minute)
+        pipe.incrby(key, used - grant.tokens)
+        pipe.expire(key, 120)  # the charge may have expired meanwhile: never leave a key without TTL

@@ -1,0 +1,59 @@
+"""What happens around every worker process: logging, heartbeats, lease renewal, the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any
+
+import redis
+import structlog
+from celery.signals import worker_ready, worker_shutdown
+
+from askq.config.logging import configure_logging
+from askq.workers import callbacks, cancels, heartbeat, reaper
+from askq.workers.runtime import get_runtime
+
+log = structlog.get_logger("askq.worker")
+_stop_thread = threading.Event()
+_stop_loop: asyncio.Event | None = None
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start(**_: Any) -> None:
+    global _stop_loop
+    rt = get_runtime()
+    configure_logging(rt.settings.log_level, rt.settings.log_json)
+
+    async def make_event() -> asyncio.Event:
+        return asyncio.Event()
+
+    stop_loop = _stop_loop = rt.call(make_event())
+    rt.spawn("heartbeat", lambda: heartbeat.run(rt, stop_loop), stop_loop)
+    # On the loop beside the jobs: a receiver that hangs holds a socket, never a slot or a thread.
+    rt.spawn("callbacks", lambda: callbacks.run(rt.redis, rt.settings, rt.dlq, stop_loop), stop_loop)
+    rt.spawn("cancels", lambda: cancels.listen(rt, stop_loop), stop_loop)
+
+    def renew_own_leases() -> None:
+        # Bounded: a sweep is skipped (and retried next interval) rather than made to wait.
+        try:
+            rt.call(heartbeat.renew_leases(rt), timeout=rt.settings.lease_s)
+        except concurrent.futures.TimeoutError:
+            raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
+
+    reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
+    log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop(**_: Any) -> None:
+    rt = get_runtime()
+    _stop_thread.set()
+    if _stop_loop is not None:
+        rt.loop.call_soon_threadsafe(_stop_loop.set)
+    try:
+        rt.call(heartbeat.retire(rt), timeout=5)
+    except Exception:  # shutting down: Redis may already be gone
+        log.warning("retire_failed")
+    log.info("worker_stopped", worker=rt.name)
