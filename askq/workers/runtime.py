@@ -26,10 +26,10 @@ from askq.core.connection import connect, connect_async, redis_url
 from askq.core.deadletter import DeadLetterQueue
 from askq.workers.breaker import Breaker
 from askq.workers.cache import AnswerCache
-from askq.workers.executor import LoopExecutor
-from askq.workers.jobstate import JobState
 from askq.workers.ladder import Ladder
+from askq.workers.loopexecutor import LoopExecutor
 from askq.workers.ratelimit import RateLimiter
+from askq.workers.transitions import JobTransitions
 
 T = TypeVar("T")
 log = structlog.get_logger("askq.runtime")
@@ -100,7 +100,7 @@ class Runtime:
         self._thread = threading.Thread(target=self._run_loop, name="askq-loop", daemon=True)
         self._thread.start()
         self.redis: aredis.Redis = self.call(self._connect())
-        self.jobs = JobState(self.redis, settings)
+        self.jobs = JobTransitions(self.redis, settings)
         self.ladder = Ladder(
             settings,
             Breaker(self.redis, settings.breaker),

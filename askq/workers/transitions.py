@@ -47,7 +47,7 @@ return {lost, cancelled}
 Claimed = tuple[str, str | None, list[Any]]
 
 
-class JobState:
+class JobTransitions:
     """Atomic job transitions for one worker process."""
 
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
