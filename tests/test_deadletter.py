@@ -96,7 +96,7 @@ def test_stored_result_is_final_and_late_writes_are_refused_and_counted(settings
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
         jobs = JobTransitions(ar, settings)
         token = uuid.uuid4().hex
-        assert await jobs.claim(job_id, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(job_id, 1, token, "test:1")).outcome == "ok"
         out = [await jobs.finish(result("default", True), token, Counter(), {})]
         # The writer retrying a write whose reply it lost: done, once.
         out.append(await jobs.finish(result("default", True), token, Counter(), {}))

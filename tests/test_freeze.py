@@ -196,9 +196,9 @@ def test_outcome_writes_retried_after_a_lost_reply_land_once(settings: Settings,
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
         jobs = JobTransitions(ar, settings)
         token = uuid.uuid4().hex
-        assert await jobs.claim(parked, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(parked, 1, token, "test:1")).outcome == "ok"
         out = [await jobs.defer(parked, token, time.time() + 60, "all tiers failed") for _ in range(2)]
-        assert await jobs.claim(killed, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(killed, 1, token, "test:1")).outcome == "ok"
         await ar.aclose()
         return out
 
