@@ -1,7 +1,7 @@
 """Helpers for in-process ladder tests: jobs run through the worker's own path on real Redis and the simulator.
 
 run_ladder writes each job as SUBMIT does and runs one delivery of it with
-askq.workers.execution.deliver on a Runtime in this process, as a worker process runs it: the
+askq.workers.execution.run_delivery on a Runtime in this process, as a worker process runs it: the
 claim carries the ladder's reads, the ladder walks the tiers through the real ChatOpenAI client
 over HTTP, and the result write (or dead letter, or durable retry) carries what it handed back.
 """
@@ -19,7 +19,7 @@ from askq.config.settings import Settings, load_settings
 from askq.core import keys, message, scripts
 from askq.core.job import JobSpec, payload_text
 from askq.stack import default_providers
-from askq.workers.execution import Delivery, deliver
+from askq.workers.execution import DeliveryRun, run_delivery
 from askq.workers.ladder import LadderResult
 from askq.workers.runtime import Runtime
 
@@ -66,8 +66,8 @@ def run_ladder(settings: Settings, specs: list[JobSpec], sleep: SleepRecorder | 
         for spec in specs:
             write_job(rt.sync_redis, settings, spec)
 
-        async def main() -> list[Delivery]:
-            runs = [deliver(rt, s, 1, f"task-{s.id}") for s in specs]
+        async def main() -> list[DeliveryRun]:
+            runs = [run_delivery(rt, s, 1, f"task-{s.id}") for s in specs]
             if concurrent:
                 return list(await asyncio.gather(*runs))
             return [await run for run in runs]

@@ -42,7 +42,7 @@ _DEAD_REASON = {"permanent": DeadReason.PERMANENT_ERROR, "internal": DeadReason.
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class DeliveryRun:
     """What one delivery of a job did: its outcome, and the ladder's walk when it ran one."""
 
     outcome: str
@@ -51,32 +51,32 @@ class Delivery:
 
 async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> str:
     """Run one delivery of a job; returns what happened (claimed outcome or the finish outcome)."""
-    return (await deliver(rt, spec, dispatch, task_id)).outcome
+    return (await run_delivery(rt, spec, dispatch, task_id)).outcome
 
 
-async def deliver(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> Delivery:
+async def run_delivery(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> DeliveryRun:
     """execute(), also returning the ladder's walk (what the ladder tests look at)."""
     structlog.contextvars.bind_contextvars(job_id=spec.id, task_id=task_id, attempt=dispatch)
     live = rt.live_run(spec.id)
     if live is not None:
         adopted = await _adopt(rt, live, spec, dispatch)
         if adopted is not None:
-            return Delivery(adopted)
+            return DeliveryRun(adopted)
     token = uuid.uuid4().hex
     claimed = await _claim_with_retry(rt, spec, dispatch, token)
     if claimed.outcome == "missing":
         # A valid message without a job record (expired after its result TTL, or sent by hand):
         # nothing left to answer; the task counts it (unknown_job_messages) and skips it.
         log.warning("job_record_missing")
-        return Delivery("missing")
+        return DeliveryRun("missing")
     if claimed.outcome == "expired":
         # Past its expires_at: never started; this delivery ends it (the reaper would too).
         ended = await _through_outage(rt, "expire_retry", lambda: rt.jobs.expire(spec.id))
         log.info("job_expired", outcome=ended)
-        return Delivery("expired")
+        return DeliveryRun("expired")
     if claimed.outcome != "ok":
         log.info("delivery_skipped", reason=claimed.outcome)
-        return Delivery(f"skipped:{claimed.outcome}")
+        return DeliveryRun(f"skipped:{claimed.outcome}")
     prefetched = claimed.prefetched
     if claimed.stored is not None:
         spec, prefetched = await _stored_job(rt, spec, claimed.stored)
@@ -102,13 +102,13 @@ async def deliver(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> De
             # the calls it made (a cancelled call is counted as made, never as the provider's fault).
             log.info("job_cancelled", while_="running", ran_s=round(time.time() - run.started, 3))
             await _counts_with_retry(rt, ladder.counts(), {})
-            return Delivery("cancelled", ladder)
+            return DeliveryRun("cancelled", ladder)
         # From here the outcome write ends the lease on purpose; the heartbeat must not call it lost.
         run.finishing = True
         if run.adopting is not None:
             # A delivery is taking this run's lease back right now: write once it holds it.
             await asyncio.shield(run.adopting)
-        return Delivery(await _conclude(rt, spec, token, run.started, ladder), ladder)
+        return DeliveryRun(await _conclude(rt, spec, token, run.started, ladder), ladder)
     finally:
         rt.end_run(run)
 
