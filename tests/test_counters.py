@@ -112,3 +112,8 @@ def test_a_jobs_walk_lands_in_the_stats_hash(settings: Settings, sim: Sim, r: re
     assert {name: stats.get(name) for name in walk.counts()} == dict(walk.counts())
     assert stats[counters.ATTEMPTS.field("primary")] == 3 and stats[counters.FALLBACKS.field()] == 3
     assert stats[counters.SOURCE.field("default")] == 1
+
+
+def test_the_table_lists_every_declaration() -> None:
+    declared = [value for value in vars(counters).values() if isinstance(value, counters.Count)]
+    assert set(declared) == set(counters.ALL) and len(counters.ALL) == len(set(counters.ALL))

@@ -72,7 +72,10 @@ CALLBACKS_DROPPED = Count("callbacks_dropped", "completion callbacks dropped (no
 CALLBACKS_RETRIED = Count("callbacks_retried", "completion callback attempts to be retried")
 CALLBACKS_FAILED = Count("callbacks_failed", "completion callbacks given up (dead-lettered)")
 
-ALL: tuple[Count, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Count))
+ALL = (SUBMITTED, SUCCEEDED, DEAD, DEAD_BY_REASON, CANCELLED, EXPIRED, SOURCE, LATE_WRITES, PAYLOAD_MISMATCHES,
+       UNKNOWN_JOB_MESSAGES, ATTEMPTS, RETRIES, ERRORS, SKIPPED, FALLBACKS, CACHE_HITS, DEFAULT_ANSWERS,
+       INTERNAL_ERRORS, BREAKER_OPENED, BREAKER_CLOSED, BREAKER_PROBES, CALLBACKS_DELIVERED, CALLBACKS_DROPPED,
+       CALLBACKS_RETRIED, CALLBACKS_FAILED)
 PLAIN = {c.name: c for c in ALL if not c.labels}
 LABELLED = {c.name: c for c in ALL if c.labels}
 
