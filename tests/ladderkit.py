@@ -1,19 +1,27 @@
-"""Helpers for in-process ladder tests: a real Ladder on real Redis and the simulator."""
+"""Helpers for in-process ladder tests: jobs run through the worker's own path on real Redis and the simulator.
+
+run_ladder writes each job as SUBMIT does and runs one delivery of it with
+askq.workers.execution.run_delivery on a Runtime in this process, as a worker process runs it: the
+claim carries the ladder's reads, the ladder walks the tiers through the real ChatOpenAI client
+over HTTP, and the result write (or dead letter, or durable retry) carries what it handed back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import redis
+
 from askq.config.settings import Settings, load_settings
-from askq.core.connection import connect_async
-from askq.core.job import JobSpec
+from askq.core import keys, message, scripts
+from askq.core.job import JobSpec, payload_text
 from askq.stack import default_providers
-from askq.workers.breaker import Breaker
-from askq.workers.cache import AnswerCache
-from askq.workers.ladder import Ladder, LadderResult
-from askq.workers.ratelimit import RateLimiter
+from askq.workers.execution import DeliveryRun, run_delivery
+from askq.workers.ladder import LadderResult
+from askq.workers.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -40,24 +48,35 @@ class SleepRecorder:
         self.waits.append(seconds)
 
 
+def write_job(client: redis.Redis, settings: Settings, spec: JobSpec) -> None:
+    """Create the job and its message exactly as SUBMIT does, with no check of the text."""
+    payload = spec.model_dump(mode="json")
+    created = client.register_script(scripts.SUBMIT)(
+        keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS, keys.EXPIRIES],
+        args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
+              settings.queue])
+    assert created == 1
+
+
 def run_ladder(settings: Settings, specs: list[JobSpec], sleep: SleepRecorder | None = None,
                concurrent: bool = False) -> list[LadderResult]:
-    """Run jobs through a fresh Ladder (as a worker process would) and return their results."""
+    """Run one delivery of each job (as a worker process would) and return the ladder's walks."""
+    rt = Runtime(settings, sleep=sleep or SleepRecorder())
+    try:
+        for spec in specs:
+            write_job(rt.sync_redis, settings, spec)
 
-    async def main() -> list[LadderResult]:
-        client = connect_async(settings)
-        ladder = Ladder(settings, Breaker(client, settings.breaker), RateLimiter(client, settings.rate_limit_wait_s),
-                        AnswerCache(client, settings.cache_ttl_s, settings.prompt_version),
-                        sleep=sleep or SleepRecorder())
-        try:
+        async def main() -> list[DeliveryRun]:
+            runs = [run_delivery(rt, s, 1, f"task-{s.id}") for s in specs]
             if concurrent:
-                return list(await asyncio.gather(*(ladder.run(s) for s in specs)))
-            return [await ladder.run(s) for s in specs]
-        finally:
-            await ladder.aclose()
-            await client.aclose()
+                return list(await asyncio.gather(*runs))
+            return [await run for run in runs]
 
-    return asyncio.run(main())
+        walks = [d.ladder for d in rt.call(main(), timeout=120)]
+        assert all(walk is not None for walk in walks), walks
+        return [walk for walk in walks if walk is not None]
+    finally:
+        rt.close()
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:

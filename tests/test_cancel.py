@@ -31,9 +31,9 @@ from askq.producers.client import Client
 from askq.producers.httpclient import HttpClient
 from askq.stack import Stack
 from askq.workers.execution import execute
-from askq.workers.jobstate import JobState as WorkerJobState
 from askq.workers.reaper import Reaper
 from askq.workers.runtime import Runtime
+from askq.workers.transitions import JobTransitions
 from tests.conftest import Sim, wait_for, wait_workers
 from tests.test_api import TOKEN as TEST_API_TOKEN
 from tests.test_api import serve_api
@@ -291,10 +291,10 @@ def test_no_write_of_a_run_lands_on_a_cancelled_job(settings: Settings, r: redis
     async def scenario() -> list[str]:
         assert settings.redis_url is not None
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
-        jobs = WorkerJobState(ar, settings)
+        jobs = JobTransitions(ar, settings)
         tokens = [uuid.uuid4().hex for _ in ids]
         for job_id, token in zip(ids, tokens, strict=True):
-            assert await jobs.claim(job_id, 1, token, "test:1") == "ok"
+            assert (await jobs.claim(job_id, 1, token, "test:1")).outcome == "ok"
             assert client.cancel(job_id) is CancelOutcome.CANCELLED
         result = Result(job_id=ids[0], answer="late", source="primary", started=now, finished=now)
         out = [await jobs.finish(result, tokens[0], Counter(), {}),
@@ -302,7 +302,7 @@ def test_no_write_of_a_run_lands_on_a_cancelled_job(settings: Settings, r: redis
         lost, cancelled = await jobs.renew(list(zip(ids, tokens, strict=True)))
         assert lost == [] and cancelled == list(zip(ids, tokens, strict=True))
         # A new delivery of a cancelled job is refused at claim.
-        out.append((await jobs.claim_with(ids[2], 1, uuid.uuid4().hex, "test:2"))[0])
+        out.append((await jobs.claim(ids[2], 1, uuid.uuid4().hex, "test:2")).outcome)
         await ar.aclose()
         return out
 
@@ -326,9 +326,9 @@ def test_a_claim_past_expires_at_is_refused_and_ends_the_job(settings: Settings,
     async def scenario() -> list[str]:
         assert settings.redis_url is not None
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
-        jobs = WorkerJobState(ar, settings)
-        out = [await jobs.claim(job_id, 1, uuid.uuid4().hex, "test:1"), await jobs.expire(job_id),
-               await jobs.expire(job_id), await jobs.claim(keep, 1, uuid.uuid4().hex, "test:1"),
+        jobs = JobTransitions(ar, settings)
+        out = [(await jobs.claim(job_id, 1, uuid.uuid4().hex, "test:1")).outcome, await jobs.expire(job_id),
+               await jobs.expire(job_id), (await jobs.claim(keep, 1, uuid.uuid4().hex, "test:1")).outcome,
                await jobs.expire(keep)]
         await ar.aclose()
         return out

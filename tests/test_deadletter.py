@@ -20,7 +20,7 @@ from askq.core.deadletter import DeadLetterQueue
 from askq.core.job import DeadReason, JobState, Result
 from askq.producers.client import Client
 from askq.stack import Stack
-from askq.workers.jobstate import JobState as WorkerJobState
+from askq.workers.transitions import JobTransitions
 from tests.conftest import Sim, wait_for, wait_workers
 
 ALL_FAIL = {"kind": "bad_request"}
@@ -94,9 +94,9 @@ def test_stored_result_is_final_and_late_writes_are_refused_and_counted(settings
 
     async def scenario() -> list[str]:
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
-        jobs = WorkerJobState(ar, settings)
+        jobs = JobTransitions(ar, settings)
         token = uuid.uuid4().hex
-        assert await jobs.claim(job_id, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(job_id, 1, token, "test:1")).outcome == "ok"
         out = [await jobs.finish(result("default", True), token, Counter(), {})]
         # The writer retrying a write whose reply it lost: done, once.
         out.append(await jobs.finish(result("default", True), token, Counter(), {}))

@@ -64,7 +64,7 @@ def test_fault_on_primary_is_handled_as_the_table_says(kind: str, settings: Sett
     assert len(sleep.waits) == expected_requests - 1
     if kind == "rate_limit":  # the simulator sends Retry-After: 1
         assert all(w >= 1.0 for w in sleep.waits)
-    assert result.counters["fallbacks"] == 1
+    assert result.fallbacks == 1
 
 
 def test_malformed_body_is_a_transient_provider_error(settings: Settings, sim: Sim) -> None:

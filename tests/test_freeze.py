@@ -27,8 +27,8 @@ from askq.core.job import DeadReason, JobState
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
 from askq.stack import Stack, default_providers
-from askq.workers.jobstate import JobState as WorkerJobState
 from askq.workers.reaper import Reaper
+from askq.workers.transitions import JobTransitions
 from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
 
 
@@ -194,11 +194,11 @@ def test_outcome_writes_retried_after_a_lost_reply_land_once(settings: Settings,
 
     async def scenario() -> list[str]:
         ar = aredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)  # type: ignore[union-attr]
-        jobs = WorkerJobState(ar, settings)
+        jobs = JobTransitions(ar, settings)
         token = uuid.uuid4().hex
-        assert await jobs.claim(parked, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(parked, 1, token, "test:1")).outcome == "ok"
         out = [await jobs.defer(parked, token, time.time() + 60, "all tiers failed") for _ in range(2)]
-        assert await jobs.claim(killed, 1, token, "test:1") == "ok"
+        assert (await jobs.claim(killed, 1, token, "test:1")).outcome == "ok"
         await ar.aclose()
         return out
 

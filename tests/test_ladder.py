@@ -52,7 +52,7 @@ def test_all_providers_down_gives_the_cached_answer_degraded(settings: Settings,
     assert second.outcome == "answered"
     assert (second.source, second.degraded) == ("cache", True)
     assert second.answer is not None and second.answer.text == first.answer.text
-    assert second.counters["cache_hits"] == 1
+    assert second.cache_hits == 1
 
 
 def test_all_providers_down_without_cache_gives_the_default_answer(settings: Settings, sim: Sim,
@@ -78,7 +78,7 @@ def test_cache_fast_path_answers_the_same_question_without_a_call(settings: Sett
     first, second = run_ladder(s, [job("Do you ship to Norway?"), job("do you  SHIP to Norway?\n")])
     assert first.source == "primary"
     assert (second.source, second.degraded) == ("cache", False)
-    assert second.counters["cache_hits"] == 1
+    assert second.cache_hits == 1
     assert sim.requests("primary") == 1
 
 
@@ -123,7 +123,7 @@ def test_every_attempt_is_logged_with_provider_outcome_class_and_wait(settings: 
 def test_counters_record_attempts_retries_fallbacks(settings: Settings, sim: Sim, r: redis.Redis) -> None:
     sim.configure(ALL_DOWN)
     [result] = run_ladder(settings_with(settings, sim.url), [job("Can I change my address?")])
-    c = result.counters
-    assert (c["attempts:primary"], c["attempts:secondary"]) == (3, 2)
-    assert (c["retries:primary"], c["retries:secondary"]) == (2, 1)
-    assert c["fallbacks"] == 3  # secondary, cache, default
+    calls = result.calls
+    assert (calls["primary"].attempts, calls["secondary"].attempts) == (3, 2)
+    assert (calls["primary"].retries, calls["secondary"].retries) == (2, 1)
+    assert result.fallbacks == 3  # secondary, cache, default

@@ -27,7 +27,7 @@ class WorkerInfo(BaseModel):
     host: str | None = None
 
 
-def classify(age_s: float, oldest_job_s: float, heartbeat_s: float, job_deadline_s: float) -> WorkerState:
+def worker_state(age_s: float, oldest_job_s: float, heartbeat_s: float, job_deadline_s: float) -> WorkerState:
     """Dead: no heartbeat for three intervals. Stalled: beating, but a job is past its deadline."""
     if age_s > 3 * heartbeat_s:
         return "dead"
@@ -59,7 +59,7 @@ def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
         # A job's age keeps growing between beats; judge it as of now.
         if oldest > 0:
             oldest += age
-        state = classify(age, oldest, _number(fields, "heartbeat_s", settings.heartbeat_s),
+        state = worker_state(age, oldest, _number(fields, "heartbeat_s", settings.heartbeat_s),
                          _number(fields, "job_deadline_s", settings.job_deadline_s))
         infos.append(
             WorkerInfo(

@@ -23,34 +23,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from askq.config.settings import Settings
-from askq.core import keys, stats
+from askq.core import counters, keys, stats
 from askq.core.liveness import list_workers
 from askq.core.version import build_info
 
 # Breaker states as one gauge value each: easy to alert on (> 0 means not closed).
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-# Counters named "<prefix>:<label>[:<label>]" in the stats hash and how they are exposed.
-LABELLED = {
-    "attempts": ("askq_attempts", "LLM calls made, by provider", ("provider",)),
-    "retries": ("askq_retries", "LLM calls that were retries, by provider", ("provider",)),
-    "errors": ("askq_errors", "failed LLM calls by provider and error class", ("provider", "error_class")),
-    "skipped": ("askq_tier_skipped", "tiers skipped without a call (breaker, rate limit)", ("provider", "why")),
-    "breaker_opened": ("askq_breaker_opened", "times a provider's breaker opened", ("provider",)),
-    "breaker_closed": ("askq_breaker_closed", "times a provider's breaker closed again", ("provider",)),
-    "breaker_probes": ("askq_breaker_probes", "half-open probes sent", ("provider",)),
-    "source": ("askq_jobs_answered", "answered jobs by the tier that answered", ("tier",)),
-    "dead": ("askq_dead_letters", "jobs dead-lettered, by reason", ("reason",)),
-}
-PLAIN = {
-    "submitted": ("askq_jobs_submitted", "jobs created by producers"),
-    "succeeded": ("askq_jobs_succeeded", "jobs that stored a result"),
-    "dead": ("askq_jobs_dead", "jobs dead-lettered"),
-    "cancelled": ("askq_jobs_cancelled", "jobs cancelled by a producer before they ended (no result, not dead)"),
-    "expired": ("askq_jobs_expired", "jobs not started by their expires_at (never run, not dead)"),
-    "fallbacks": ("askq_fallbacks", "times a job moved on to the next tier"),
-    "cache_hits": ("askq_cache_hits", "answers served from the cache"),
-    "late_writes": ("askq_late_writes_refused", "result writes refused: the run no longer held the job"),
-}
 # Running jobs read per scrape for the oldest-job gauge; more than this is itself the alarm.
 MAX_RUNNING_SCAN = 10000
 
@@ -71,26 +49,23 @@ class RedisCollector(Collector):
         yield from self._breakers()
         yield from self._workers()
 
-    def _counters(self, counters: dict[str, int]) -> Iterator[Metric]:
+    def _counters(self, values: dict[str, int]) -> Iterator[Metric]:
+        """Each field of the stats hash under its declared counter (askq/core/counters.py)."""
         families: dict[str, CounterMetricFamily] = {}
-        other = CounterMetricFamily("askq_events", "other askq counters, by name", labels=["name"])
-        for name, value in sorted(counters.items()):
-            prefix, _, rest = name.partition(":")
-            if rest and prefix in LABELLED:
-                metric, doc, labels = LABELLED[prefix]
-                parts = rest.split(":", len(labels) - 1)
-                if len(parts) == len(labels):
-                    family = families.setdefault(metric, CounterMetricFamily(metric, doc, labels=list(labels)))
-                    family.add_metric(parts, value)
-                    continue
-            elif not rest and prefix in PLAIN:
-                metric, doc = PLAIN[prefix]
-                family = families.setdefault(metric, CounterMetricFamily(metric, doc))
-                family.add_metric([], value)
+        other = CounterMetricFamily(counters.EVENTS_METRIC, "other askq counters, by name", labels=["name"])
+        for field, value in sorted(values.items()):
+            declared = counters.parse(field)
+            metric = declared[0].metric if declared is not None else None
+            if declared is None or metric is None:
+                other.add_metric([field], value)
                 continue
-            other.add_metric([name], value)
-        for metric, doc in PLAIN.values():
-            families.setdefault(metric, CounterMetricFamily(metric, doc, value=0))
+            count, labels = declared
+            if metric not in families:
+                families[metric] = CounterMetricFamily(metric, count.help, labels=list(count.labels))
+            families[metric].add_metric(labels, value)
+        for count in counters.ALL:
+            if count.metric is not None and not count.labels:
+                families.setdefault(count.metric, CounterMetricFamily(count.metric, count.help, value=0))
         yield from families.values()
         yield other
 

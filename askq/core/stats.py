@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from typing import Any
+from typing import Literal, NamedTuple
 
 import redis
 
@@ -19,20 +19,27 @@ def health_bucket(now: float | None = None) -> int:
     return int((now if now is not None else time.time()) // HEALTH_BUCKET_S)
 
 
-def add_job_outcome(pipe: Any, counters: Counter[str], health: dict[str, float]) -> None:
-    """Queue the HINCRBY commands for one finished job on a (sync or async) pipeline."""
-    for name, value in counters.items():
-        if value:
-            pipe.hincrby(keys.STATS, name, int(value))
+class Increment(NamedTuple):
+    """One addition a finished job makes: HINCRBY (op "i"), HINCRBYFLOAT ("f"), or EXPIRE ("e",
+    amount in seconds, no field)."""
+
+    op: Literal["i", "f", "e"]
+    key: str
+    field: str
+    amount: int | float
+
+
+def job_outcome(counts: Counter[str], health: dict[str, float]) -> list[Increment]:
+    """What one finished job adds: its counters, its health bucket and, when answered, its latencies."""
+    out = [Increment("i", keys.STATS, name, int(value)) for name, value in counts.items() if value]
     bucket = keys.health_bucket(health_bucket())
-    for field, amount in health.items():
-        if amount:
-            pipe.hincrbyfloat(bucket, field, float(amount))
-    pipe.expire(bucket, HEALTH_TTL_S)
+    out += [Increment("f", bucket, name, float(amount)) for name, amount in health.items() if amount]
+    out.append(Increment("e", bucket, "", HEALTH_TTL_S))
     if "latency_sum_s" in health and "run_sum_s" in health:
         # One answered job: its end-to-end and run times; the queue wait is what lies between.
         end_to_end, run = float(health["latency_sum_s"]), float(health["run_sum_s"])
-        add_latencies(pipe, {"queue_wait": max(0.0, end_to_end - run), "run": run, "end_to_end": end_to_end})
+        out += latencies({"queue_wait": max(0.0, end_to_end - run), "run": run, "end_to_end": end_to_end})
+    return out
 
 
 # Upper bounds (seconds) of the latency histogram buckets; +Inf is implied.
@@ -44,13 +51,15 @@ def bucket_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
-def add_latencies(pipe: Any, observations: dict[str, float]) -> None:
-    """Queue one observation per histogram: the bucket it falls in, the sum and the count."""
+def latencies(observations: dict[str, float]) -> list[Increment]:
+    """One observation per histogram: the bucket it falls in, the sum and the count."""
+    out: list[Increment] = []
     for name, seconds in observations.items():
         bound = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
-        pipe.hincrby(keys.LATENCY, f"{name}:{bucket_label(bound)}", 1)
-        pipe.hincrbyfloat(keys.LATENCY, f"{name}:sum", seconds)
-        pipe.hincrby(keys.LATENCY, f"{name}:count", 1)
+        out += [Increment("i", keys.LATENCY, f"{name}:{bucket_label(bound)}", 1),
+                Increment("f", keys.LATENCY, f"{name}:sum", seconds),
+                Increment("i", keys.LATENCY, f"{name}:count", 1)]
+    return out
 
 
 def read_counters(client: redis.Redis) -> dict[str, int]:

@@ -6,32 +6,37 @@ from collections import defaultdict
 
 from rich.table import Table
 
-PROVIDER_COLUMNS = ("attempts", "retries", "errors", "skipped", "breaker_opened", "breaker_closed")
+from askq.core import counters as c
+
+PROVIDER_COLUMNS = tuple(count.name for count in (c.ATTEMPTS, c.RETRIES, c.ERRORS, c.SKIPPED, c.BREAKER_OPENED,
+                                                  c.BREAKER_CLOSED))
+# The plain counters the jobs table shows, with their row labels.
+JOB_ROWS = ((c.SUBMITTED, "submitted"), (c.SUCCEEDED, "succeeded"), (c.DEAD, "dead"), (c.CANCELLED, "cancelled"),
+            (c.EXPIRED, "expired"), (c.FALLBACKS, "fallbacks"), (c.CACHE_HITS, "cache hits"),
+            (c.LATE_WRITES, "late writes refused"), (c.UNKNOWN_JOB_MESSAGES, "messages for expired jobs (skipped)"))
 
 
 def provider_rows(counters: dict[str, int]) -> dict[str, dict[str, int]]:
     """Per-provider totals from counter names like attempts:<p>, errors:<p>:<class>, skipped:<p>:<why>."""
     rows: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PROVIDER_COLUMNS, 0))
     for name, value in counters.items():
-        head, _, rest = name.partition(":")
-        if head in PROVIDER_COLUMNS and rest:
-            provider = rest.split(":", 1)[0]
-            rows[provider][head] += value
+        declared = c.parse(name)
+        if declared is not None and declared[0].name in PROVIDER_COLUMNS:
+            count, labels = declared
+            rows[labels[0]][count.name] += value
     return dict(rows)
 
 
 def jobs_table(counters: dict[str, int], pending: int, queue_depth: int, dead_letters: int) -> Table:
     table = Table("jobs", "count", title="askq stats")
-    for label, key in (("submitted", "submitted"), ("succeeded", "succeeded"), ("dead", "dead"),
-                       ("cancelled", "cancelled"), ("expired", "expired"), ("fallbacks", "fallbacks"),
-                       ("cache hits", "cache_hits"), ("late writes refused", "late_writes"),
-                       ("messages for expired jobs (skipped)", "unknown_job_messages")):
-        table.add_row(label, str(counters.get(key, 0)))
+    for count, label in JOB_ROWS:
+        table.add_row(label, str(counters.get(count.field(), 0)))
     for name in sorted(counters):
-        if name.startswith("source:"):
-            table.add_row(f"answered by {name.split(':', 1)[1]}", str(counters[name]))
-        elif name.startswith("dead:"):
-            table.add_row(f"dead: {name.split(':', 1)[1]}", str(counters[name]))
+        declared = c.parse(name)
+        if declared is not None and declared[0] is c.SOURCE:
+            table.add_row(f"answered by {declared[1][0]}", str(counters[name]))
+        elif declared is not None and declared[0] is c.DEAD_BY_REASON:
+            table.add_row(f"dead: {declared[1][0]}", str(counters[name]))
     table.add_row("pending (not yet terminal)", str(pending))
     table.add_row("queue depth", str(queue_depth))
     table.add_row("dead letters kept", str(dead_letters))

@@ -19,7 +19,7 @@ import redis.asyncio as aredis
 
 from askq.config.settings import BreakerSettings
 from askq.core import keys
-from askq.workers.queuedscript import QueuedScript
+from askq.workers.queuedscript import QueuedScript, ScriptCall
 
 # KEYS: breaker, stats   ARGV: now, cooldown, probe_timeout, provider
 _ALLOW = """
@@ -114,10 +114,6 @@ class Breaker:
         self._record = QueuedScript(client, _RECORD)
         self._release = client.register_script(_RELEASE)
 
-    def queue_state(self, pipe: Any, provider: str) -> None:
-        """Queue a read of the provider's state on a pipeline (no side effects, unlike permit)."""
-        pipe.hget(keys.breaker(provider), "state")
-
     async def permit(self, provider: str, known_state: str | None = None) -> Permit:
         """May this caller call the provider? known_state="closed" (read just now) saves the round trip."""
         if known_state == "closed":
@@ -137,18 +133,13 @@ class Breaker:
              provider],
         )
 
+    def record_call(self, provider: str, ok: bool, permit: Permit) -> ScriptCall:
+        """record() as a value, to queue on a pipeline; read its reply with recorded()."""
+        return self._record.call(*self._record_args(provider, ok, permit))
+
     async def record(self, provider: str, ok: bool, permit: Permit) -> Recorded:
         """Count one call's outcome (a probe's decides the half-open breaker)."""
-        keys_, args = self._record_args(provider, ok, permit)
-        return _recorded(await self._record(keys_, args))
-
-    def queue_record(self, pipe: Any, provider: str, ok: bool, permit: Permit) -> None:
-        """Queue record() on a pipeline; settle_queued reads its reply."""
-        self._record.queue(pipe, *self._record_args(provider, ok, permit))
-
-    async def settle_queued(self, reply: Any, provider: str, ok: bool, permit: Permit) -> Recorded:
-        """The outcome of a queued record; runs it again if Redis had not loaded the script yet."""
-        return _recorded(await self._record.reply(reply, *self._record_args(provider, ok, permit)))
+        return recorded(await self.record_call(provider, ok, permit).run())
 
     async def release(self, provider: str) -> None:
         """Hand back a probe that never reached the provider, so the next caller probes at once."""
@@ -158,6 +149,7 @@ class Breaker:
         return str(await self.redis.hget(keys.breaker(provider), "state") or "closed")
 
 
-def _recorded(reply: Any) -> Recorded:
+def recorded(reply: Any) -> Recorded:
+    """A record's reply: the state after it, and whether this outcome changed it."""
     text = reply.decode() if isinstance(reply, bytes) else str(reply)
     return Recorded(state=text.rstrip("!"), changed=text.endswith("!"))

@@ -49,6 +49,18 @@ class CachedAnswer:
     model: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CacheFill:
+    """An answer to keep for ttl_s, queued on a pipeline."""
+
+    key: str
+    value: str
+    ttl_s: int
+
+    def queue(self, pipe: Any) -> None:
+        pipe.set(self.key, self.value, ex=self.ttl_s)
+
+
 class AnswerCache:
     """Answers from successful provider calls, kept for ttl_s."""
 
@@ -57,17 +69,16 @@ class AnswerCache:
         self.ttl_s = ttl_s
         self.prompt_version = prompt_version
 
-    def queue_get(self, pipe: Any, spec: JobSpec) -> None:
-        """Queue the lookup on a pipeline; parse its reply with parse()."""
-        pipe.get(cache_key(spec, self.prompt_version))
+    def key(self, spec: JobSpec) -> str:
+        return cache_key(spec, self.prompt_version)
 
-    def queue_put(self, pipe: Any, spec: JobSpec, answer: str, provider: str, model: str | None) -> None:
-        """Queue the fill on a pipeline (it rides on the job's result write)."""
+    def fill(self, spec: JobSpec, answer: str, provider: str, model: str | None) -> CacheFill:
+        """The write that keeps an answer (it rides on the job's result write)."""
         value = json.dumps({"answer": answer, "provider": provider, "model": model})
-        pipe.set(cache_key(spec, self.prompt_version), value, ex=self.ttl_s)
+        return CacheFill(self.key(spec), value, self.ttl_s)
 
     async def get(self, spec: JobSpec) -> CachedAnswer | None:
-        return self.parse(await self.redis.get(cache_key(spec, self.prompt_version)))
+        return self.parse(await self.redis.get(self.key(spec)))
 
     @staticmethod
     def parse(raw: Any) -> CachedAnswer | None:

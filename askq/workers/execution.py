@@ -1,8 +1,10 @@
 """Answering one job: claim it, walk the ladder, store exactly one result (or dead-letter it).
 
-The happy path costs two Redis round trips: the claim carries the ladder's reads (fast-path
-cache, first tier's breaker state), the result write carries the ladder's success
-bookkeeping (breaker, cache fill, token usage) and the job's counters.
+A job goes forward through one path, in production and in the tests alike: the claim carries
+the ladder's reads (fast-path cache, first tier's breaker state: Ladder.reads), the ladder
+takes their replies and walks the tiers (askq/workers/ladder.py → chain.py), and the result
+write carries the bookkeeping the ladder handed back (breaker, cache fill, token usage) and
+the job's counters. The happy path costs two Redis round trips.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
 import structlog
 from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
-from askq.core import keys
+from askq.core import counters, keys
 from askq.core.job import DeadReason, JobSpec, Result, parse_spec, payload_text
-from askq.workers.ladder import LadderResult, Prefetched
+from askq.workers.ladder import LadderResult
+from askq.workers.riders import Bookkeeping, Prefetched
 from askq.workers.runtime import Run, Runtime
+from askq.workers.transitions import Claimed
 
 log = structlog.get_logger("askq.job")
 T = TypeVar("T")
@@ -36,32 +41,46 @@ CRASH_MARKER = "[[askq:crash]]"
 _DEAD_REASON = {"permanent": DeadReason.PERMANENT_ERROR, "internal": DeadReason.INTERNAL_ERROR}
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRun:
+    """What one delivery of a job did: its outcome, and the ladder's walk when it ran one."""
+
+    outcome: str
+    ladder: LadderResult | None = None
+
+
 async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> str:
     """Run one delivery of a job; returns what happened (claimed outcome or the finish outcome)."""
+    return (await run_delivery(rt, spec, dispatch, task_id)).outcome
+
+
+async def run_delivery(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> DeliveryRun:
+    """execute(), also returning the ladder's walk (what the ladder tests look at)."""
     structlog.contextvars.bind_contextvars(job_id=spec.id, task_id=task_id, attempt=dispatch)
     live = rt.live_run(spec.id)
     if live is not None:
         adopted = await _adopt(rt, live, spec, dispatch)
         if adopted is not None:
-            return adopted
+            return DeliveryRun(adopted)
     token = uuid.uuid4().hex
-    claimed, stored, claim_reads = await _claim_with_retry(rt, spec, dispatch, token)
-    prefetched: Prefetched | None = claim_reads
-    if claimed == "missing":
+    claimed = await _claim_with_retry(rt, spec, dispatch, token)
+    if claimed.outcome == "missing":
         # A valid message without a job record (expired after its result TTL, or sent by hand):
         # nothing left to answer; the task counts it (unknown_job_messages) and skips it.
         log.warning("job_record_missing")
-        return "missing"
-    if claimed == "expired":
+        return DeliveryRun("missing")
+    if claimed.outcome == "expired":
         # Past its expires_at: never started; this delivery ends it (the reaper would too).
         ended = await _through_outage(rt, "expire_retry", lambda: rt.jobs.expire(spec.id))
         log.info("job_expired", outcome=ended)
-        return "expired"
-    if claimed != "ok":
-        log.info("delivery_skipped", reason=claimed)
-        return f"skipped:{claimed}"
-    if stored is not None:
-        spec, prefetched = await _stored_job(rt, spec, stored)
+        return DeliveryRun("expired")
+    if claimed.outcome != "ok":
+        log.info("delivery_skipped", reason=claimed.outcome)
+        return DeliveryRun(f"skipped:{claimed.outcome}")
+    prefetched = claimed.prefetched
+    if claimed.stored is not None:
+        spec, prefetched = await _stored_job(rt, spec, claimed.stored)
+    assert prefetched is not None  # a claim that got the job read what the ladder needs
     if rt.settings.chaos_hooks and CRASH_MARKER in spec.question:
         log.warning("chaos_crash")
         os._exit(137)
@@ -82,23 +101,23 @@ async def execute(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) -> st
             # The job's state says cancelled already (CANCEL wrote it): no outcome to write, only
             # the calls it made (a cancelled call is counted as made, never as the provider's fault).
             log.info("job_cancelled", while_="running", ran_s=round(time.time() - run.started, 3))
-            await _counters_with_retry(rt, ladder.counters, {})
-            return "cancelled"
+            await _counts_with_retry(rt, ladder.counts(), {})
+            return DeliveryRun("cancelled", ladder)
         # From here the outcome write ends the lease on purpose; the heartbeat must not call it lost.
         run.finishing = True
         if run.adopting is not None:
             # A delivery is taking this run's lease back right now: write once it holds it.
             await asyncio.shield(run.adopting)
-        return await _conclude(rt, spec, token, run.started, ladder)
+        return DeliveryRun(await _conclude(rt, spec, token, run.started, ladder), ladder)
     finally:
         rt.end_run(run)
 
 
-async def _walk(rt: Runtime, spec: JobSpec, prefetched: Prefetched | None, record: LadderResult) -> LadderResult:
+async def _walk(rt: Runtime, spec: JobSpec, prefetched: Prefetched, record: LadderResult) -> LadderResult:
     """The ladder for one run, bounded by run_timeout_s; it fills record as it goes."""
     try:
         async with asyncio.timeout(rt.settings.run_timeout_s):
-            return await rt.ladder.run(spec, prefetched, defer_success=True, result=record)
+            return await rt.ladder.run(spec, prefetched, record)
     except TimeoutError:
         # Every call is bounded by its timeout, so this is a hang askq did not foresee: the
         # job goes to a durable retry instead of holding its lease (and slot) forever.
@@ -123,9 +142,8 @@ async def _adopt(rt: Runtime, live: Run, spec: JobSpec, dispatch: int) -> str | 
     taking: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     live.adopting = taking
     try:
-        claimed, _, _ = await _through_outage(
-            rt, "claim_retry",
-            lambda: rt.jobs.claim_with(spec.id, dispatch, live.token, rt.name, adopt=True))
+        claimed = (await _through_outage(
+            rt, "claim_retry", lambda: rt.jobs.claim(spec.id, dispatch, live.token, rt.name, adopt=True))).outcome
     finally:
         live.adopting = None
         taking.set_result(None)
@@ -139,17 +157,19 @@ async def _adopt(rt: Runtime, live: Run, spec: JobSpec, dispatch: int) -> str | 
     return f"skipped:{claimed}"
 
 
-async def _stored_job(rt: Runtime, spec: JobSpec, stored: str) -> tuple[JobSpec, Prefetched | None]:
+async def _stored_job(rt: Runtime, spec: JobSpec, stored: str) -> tuple[JobSpec, Prefetched]:
     """The message named this job at its dispatch but carried other content: answer the stored job.
 
-    The reads that rode on the claim were for the message's copy, so they are dropped.
+    The reads that rode on the claim were for the message's copy, so the stored job's are read.
     """
     log.warning("message_payload_differs", job_id=spec.id)
     try:
-        await rt.redis.hincrby(keys.STATS, "payload_mismatches", 1)
+        await rt.redis.hincrby(keys.STATS, counters.PAYLOAD_MISMATCHES.field(), 1)
     except redis.RedisError as exc:  # a count only: the job is claimed and must run now
         log.warning("counters_dropped", error=str(exc))
-    return parse_spec(json.loads(stored)), None
+    spec = parse_spec(json.loads(stored))
+    reads = rt.ladder.reads(spec)
+    return spec, await _through_outage(rt, "claim_retry", lambda: reads.fetch(rt.redis))
 
 
 def payload_digest(spec: JobSpec) -> str:
@@ -158,15 +178,9 @@ def payload_digest(spec: JobSpec) -> str:
 
 
 async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladder: LadderResult) -> str:
-    counters = ladder.counters
-    faults = sum(v for k, v in counters.items() if k.startswith("errors:"))
-    calls = sum(v for k, v in counters.items() if k.startswith("attempts:"))
-    health = {
-        "jobs": 1.0,
-        "calls": float(calls),
-        "faults": float(faults),
-        "retries": float(sum(v for k, v in counters.items() if k.startswith("retries:"))),
-    }
+    counts = ladder.counts()
+    calls, faults = ladder.calls_made, ladder.faults
+    health = {"jobs": 1.0, "calls": float(calls), "faults": float(faults), "retries": float(ladder.retries)}
     if ladder.outcome == "answered" and ladder.answer is not None:
         now = time.time()
         result = Result(
@@ -183,7 +197,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
         )
         health |= {"succeeded": 1.0, "degraded": float(ladder.degraded), "latency_sum_s": now - spec.created,
                    "run_sum_s": now - started, "recovered": float(faults > 0 and not ladder.degraded)}
-        outcome = await _finish_with_retry(rt, result, token, counters, health, ladder)
+        outcome = await _finish_with_retry(rt, result, token, counts, health, ladder.bookkeeping)
         log.info("job_finished", source=result.source, degraded=result.degraded, outcome=outcome,
                  attempts=calls, latency_s=result.latency_s)
         return outcome
@@ -193,7 +207,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
     health |= {"dead": 1.0}
     outcome = await _kill_with_retry(rt, spec, token, reason, ladder)
     log.warning("job_dead", reason=reason.value, error=ladder.last_error, outcome=outcome)
-    await _counters_with_retry(rt, counters, health)
+    await _counts_with_retry(rt, counts, health)
     return f"dead:{outcome}"
 
 
@@ -217,10 +231,10 @@ async def _kill_with_retry(rt: Runtime, spec: JobSpec, token: str, reason: DeadR
     return await _through_outage(rt, "dead_letter_retry", attempt)
 
 
-async def _counters_with_retry(rt: Runtime, counters: Counter[str], health: dict[str, float]) -> None:
+async def _counts_with_retry(rt: Runtime, counts: Counter[str], health: dict[str, float]) -> None:
     """A job's counters once its outcome is written: ridden out like it, then given up (logged)."""
     try:
-        await _through_outage(rt, "counters_retry", lambda: rt.jobs.finish_counters(counters, health))
+        await _through_outage(rt, "counters_retry", lambda: rt.jobs.add_counts(counts, health))
     except redis.RedisError as exc:
         log.warning("counters_dropped", error=str(exc))
 
@@ -233,7 +247,7 @@ async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -
     delay = random.uniform(0, min(s.durable_retry_cap_s, s.durable_retry_base_s * 2**retries))
     outcome = await _through_outage(
         rt, "defer_retry", lambda: rt.jobs.defer(spec.id, token, time.time() + delay, ladder.last_error))
-    await _counters_with_retry(rt, ladder.counters, {"durable_retries": 1.0})
+    await _counts_with_retry(rt, ladder.counts(), {"durable_retries": 1.0})
     log.info("job_deferred", delay_s=round(delay, 2), retries=retries, outcome=outcome)
     return f"deferred:{outcome}"
 
@@ -282,40 +296,34 @@ async def _through_outage(
         delay = min(delay * 2, 2.0)
 
 
-async def _claim_with_retry(
-    rt: Runtime, spec: JobSpec, dispatch: int, token: str
-) -> tuple[str, str | None, Prefetched]:
+async def _claim_with_retry(rt: Runtime, spec: JobSpec, dispatch: int, token: str) -> Claimed:
     """Claim the job (with the ladder's reads), riding out a Redis restart: failing here would ack
     a message never run. Also returns the stored payload when the message's copy differs."""
-    digest = payload_digest(spec)
-
-    async def attempt() -> tuple[str, str | None, Prefetched]:
-        claimed, stored, replies = await rt.jobs.claim_with(
-            spec.id, dispatch, token, rt.name, lambda pipe: rt.ladder.queue_prefetch(pipe, spec), digest=digest)
-        return claimed, stored, rt.ladder.parse_prefetch(replies)
-
-    return await _through_outage(rt, "claim_retry", attempt)
+    digest, reads = payload_digest(spec), rt.ladder.reads(spec)
+    return await _through_outage(
+        rt, "claim_retry", lambda: rt.jobs.claim(spec.id, dispatch, token, rt.name, digest, reads))
 
 
 async def _finish_with_retry(
-    rt: Runtime, result: Result, token: str, counters: Counter[str], health: dict[str, float], ladder: LadderResult
+    rt: Runtime, result: Result, token: str, counts: Counter[str], health: dict[str, float],
+    bookkeeping: Bookkeeping | None,
 ) -> str:
     """Store the result, riding out a short Redis outage rather than throwing the answer away.
 
-    The ladder's success bookkeeping rides on the first try only: it is not worth retrying, and
-    a try that failed may have run it already.
+    The ladder's bookkeeping rides on the first try only: it is not worth retrying, and a try
+    that failed may have run it already.
     """
+    carried, dropped = bookkeeping, False
 
     async def attempt() -> str:
-        if ladder.success is None:
-            return await rt.jobs.finish(result, token, counters, health)
-        outcome, ahead = await rt.jobs.finish_with(
-            result, token, counters, health, lambda pipe: rt.ladder.queue_success(pipe, ladder))
-        await rt.ladder.settle_success(ladder, ahead)
-        return outcome
+        nonlocal carried
+        ride, carried = carried, None
+        return await rt.jobs.finish(result, token, counts, health, ride)
 
     def drop_bookkeeping(exc: Exception) -> None:
-        if ladder.success is not None:
-            rt.ladder.bookkeeping_failed(ladder, exc)
+        nonlocal dropped
+        if bookkeeping is not None and not dropped:
+            dropped = True
+            bookkeeping.dropped(exc)
 
     return await _through_outage(rt, "result_write_retry", attempt, drop_bookkeeping)

@@ -1,11 +1,11 @@
 """The fallback ladder: provider tiers in order, then the answer cache, then the default answer.
 
 Per job the happy path needs two reads and one write besides the LLM call: the fast-path
-cache lookup and the first tier's breaker state (queue_prefetch), and the success bookkeeping
-(queue_success: breaker record, cache fill, token correction). The worker queues them on the
-pipelines of its claim and its result write, so they cost no round trip of their own; run()
-without them makes one round trip for each. Rate limits add one round trip per call when a
-provider has them; retries, fallbacks and half-open probes add their own.
+cache lookup and the first tier's breaker state (reads(): they ride on the job's claim, and
+run() takes their replies), and a provider answer's bookkeeping (breaker record, cache fill,
+token correction: run() returns it in LadderResult.bookkeeping, and the result write carries
+it). See askq/workers/riders.py. Rate limits add one round trip per call when a provider has
+them; retries, fallbacks and half-open probes add their own.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import redis
 import structlog
 
 from askq.config.settings import Settings
+from askq.core import counters, keys
 from askq.core.errors import ContextTooLongError, InternalError, ProviderError, RateLimitedError, TierSkippedError
 from askq.core.job import JobSpec, TokenUsage
 from askq.workers.breaker import Breaker, Permit
@@ -28,6 +28,7 @@ from askq.workers.chain import Answer, Chain, prompt_chars
 from askq.workers.errorclass import caller_fault, internal, provider_fault
 from askq.workers.ratelimit import Grant, RateLimiter
 from askq.workers.retry import ONE_TRY, Sleep, stop_reason, with_retries
+from askq.workers.riders import Bookkeeping, Prefetched, Reads, Write
 
 log = structlog.get_logger("askq.ladder")
 
@@ -41,26 +42,66 @@ COMPLETION_ESTIMATE = 256
 
 
 @dataclass
+class ProviderCalls:
+    """One provider's calls for one job."""
+
+    attempts: int = 0
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # failed calls, by error class
+    skipped: Counter[str] = field(default_factory=Counter)  # tiers skipped without a call, by why
+
+
+@dataclass
 class LadderResult:
-    """What the ladder produced for one job, with the trail it took."""
+    """What the ladder produced for one job, with the trail it took and what it counted."""
 
     outcome: Outcome
     answer: Answer | None = None
     source: str = ""
     degraded: bool = False
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    counters: Counter[str] = field(default_factory=Counter)
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # the trail: one entry per call or skip
     last_error: str = ""
-    # A provider answer whose bookkeeping the caller queues on its result write (defer_success).
-    success: _Success | None = None
+    calls: dict[str, ProviderCalls] = field(default_factory=dict)  # by provider
+    fallbacks: int = 0
+    cache_hits: int = 0
+    default_answers: int = 0
+    internal_errors: int = 0
+    # A provider answer's writes, for the job's result write to carry (riders.Bookkeeping).
+    bookkeeping: Bookkeeping | None = None
 
+    def provider(self, name: str) -> ProviderCalls:
+        calls = self.calls.get(name)
+        if calls is None:
+            calls = self.calls[name] = ProviderCalls()
+        return calls
 
-@dataclass(frozen=True)
-class Prefetched:
-    """What the ladder reads before its first tier: the first tier's breaker state and a cache hit."""
+    @property
+    def calls_made(self) -> int:
+        return sum(c.attempts for c in self.calls.values())
 
-    first_state: str
-    hit: CachedAnswer | None
+    @property
+    def faults(self) -> int:
+        return sum(sum(c.errors.values()) for c in self.calls.values())
+
+    @property
+    def retries(self) -> int:
+        return sum(c.retries for c in self.calls.values())
+
+    def counts(self) -> Counter[str]:
+        """Its counters as stats-hash fields (askq/core/counters.py)."""
+        out: Counter[str] = Counter()
+        for name, calls in self.calls.items():
+            out[counters.ATTEMPTS.field(name)] += calls.attempts
+            out[counters.RETRIES.field(name)] += calls.retries
+            for error_class, n in calls.errors.items():
+                out[counters.ERRORS.field(name, error_class)] += n
+            for why, n in calls.skipped.items():
+                out[counters.SKIPPED.field(name, why)] += n
+        out[counters.FALLBACKS.field()] += self.fallbacks
+        out[counters.CACHE_HITS.field()] += self.cache_hits
+        out[counters.DEFAULT_ANSWERS.field()] += self.default_answers
+        out[counters.INTERNAL_ERRORS.field()] += self.internal_errors
+        return +out  # only what is above zero
 
 
 @dataclass
@@ -72,16 +113,6 @@ class _TierRun:
     grant: Grant | None = None
     # The failed attempt whose log line waits for the retry decision (its wait).
     pending: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class _Success:
-    """A tier's answer waiting for its bookkeeping (breaker success, cache fill, token usage)."""
-
-    chain: Chain
-    spec: JobSpec
-    answer: Answer
-    run: _TierRun
 
 
 class Ladder:
@@ -99,7 +130,6 @@ class Ladder:
         self.breaker = breaker
         self.limiter = limiter
         self.cache = cache
-        self.redis = breaker.redis
         self.sleep = sleep
         self.chains = [Chain(p) for p in settings.providers]
 
@@ -108,29 +138,27 @@ class Ladder:
         for chain in self.chains:
             await chain.aclose()
 
-    async def run(self, spec: JobSpec, prefetched: Prefetched | None = None, defer_success: bool = False,
-                  result: LadderResult | None = None) -> LadderResult:
-        """Walk the tiers for a job.
+    def reads(self, spec: JobSpec) -> Reads:
+        """What run() needs read before its first tier, to queue on the job's claim."""
+        fast = self.settings.cache_enabled and self.settings.cache_fast_path
+        return Reads(keys.breaker(self.chains[0].provider.name), self.cache.key(spec) if fast else None)
 
-        prefetched: the replies of queue_prefetch, read by the caller (else one round trip here).
-        defer_success: leave a provider answer's bookkeeping to the caller (queue_success, then
-        settle_success), instead of one round trip here. result: the caller's own record to fill
-        (so the calls made are known even if the walk is cancelled midway).
+    async def run(self, spec: JobSpec, prefetched: Prefetched, result: LadderResult) -> LadderResult:
+        """Walk the tiers for a job, filling result (so the calls made are known even if the walk
+        is cancelled midway). prefetched: the replies of reads(spec), read on the job's claim. A
+        provider answer's bookkeeping is left in result.bookkeeping for the result write to carry.
         """
-        result = result or LadderResult(outcome="exhausted")
-        if prefetched is None:
-            prefetched = await self._prefetch(spec)
         first_state, hit = prefetched.first_state, prefetched.hit
         # Only an answer from the first tier stands in for a fresh one: a fallback tier's answer
         # (simpler prompt, smaller model) is kept for the cache tier, where it counts as degraded.
         if hit is not None and hit.provider == self.chains[0].provider.name:
-            result.counters["cache_hits"] += 1
+            result.cache_hits += 1
             log.info("tier_answered", provider="cache", degraded=False, fast_path=True)
             return self._cached(result, hit, degraded=False)
         caller_only = True
         for index, chain in enumerate(self.chains):
             if index > 0:
-                result.counters["fallbacks"] += 1
+                result.fallbacks += 1
             try:
                 answer, run = await self._tier(chain, spec, result, first_state if index == 0 else None)
             except ProviderError as exc:
@@ -141,98 +169,44 @@ class Ladder:
                 # askq's or the job's own fault: another tier (that might leave out the part that
                 # failed) or a default answer would hide it, so the job is dead-lettered as it is.
                 log.error("internal_error", provider=chain.provider.name, error=str(exc), exc_info=exc)
-                result.counters["internal_errors"] += 1
+                result.internal_errors += 1
                 result.outcome, result.last_error = "internal", f"{chain.provider.name}: {exc}"
                 return result
             result.outcome, result.answer, result.source = "answered", answer, chain.provider.name
-            result.success = _Success(chain, spec, answer, run)
-            if not defer_success:
-                try:
-                    await self._succeeded(result)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    self.bookkeeping_failed(result, exc)
+            result.bookkeeping = self._bookkeeping(chain, spec, answer, run)
             return result
         if caller_only:
             result.outcome = "permanent"
             return result
         return await self._last_resort(spec, result)
 
-    def queue_prefetch(self, pipe: Any, spec: JobSpec) -> int:
-        """Queue the fast-path cache lookup and the first tier's breaker state; returns the count queued."""
-        queued = 1
-        if self.settings.cache_enabled and self.settings.cache_fast_path:
-            self.cache.queue_get(pipe, spec)
-            queued += 1
-        self.breaker.queue_state(pipe, self.chains[0].provider.name)
-        return queued
-
-    def parse_prefetch(self, replies: list[Any]) -> Prefetched:
-        """The replies of queue_prefetch, in order; an error reply raises it."""
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        state = replies[-1]
-        state = state.decode() if isinstance(state, bytes) else str(state or "closed")
-        return Prefetched(state, self.cache.parse(replies[0]) if len(replies) > 1 else None)
-
-    async def _prefetch(self, spec: JobSpec) -> Prefetched:
-        pipe = self.redis.pipeline(transaction=False)
-        self.queue_prefetch(pipe, spec)
-        return self.parse_prefetch(await pipe.execute())
-
-    def queue_success(self, pipe: Any, result: LadderResult) -> None:
-        """Queue a provider answer's bookkeeping: breaker success, cache fill, token correction."""
-        done = result.success
-        if done is None:
-            return
-        provider, run, answer = done.chain.provider, done.run, done.answer
-        self.breaker.queue_record(pipe, provider.name, True, run.permit)
+    def _bookkeeping(self, chain: Chain, spec: JobSpec, answer: Answer, run: _TierRun) -> Bookkeeping:
+        """A provider answer's writes: breaker success, cache fill, token correction."""
+        provider = chain.provider
+        writes: list[Write] = []
         if self.settings.cache_enabled:
-            self.cache.queue_put(pipe, done.spec, answer.text, provider.name, answer.model)
+            writes.append(self.cache.fill(spec, answer.text, provider.name, answer.model))
         if run.grant is not None:
-            self.limiter.queue_usage(pipe, provider, run.grant, answer.usage.total or run.grant.tokens)
-
-    async def settle_success(self, result: LadderResult, replies: list[Any]) -> None:
-        """Read the replies of queue_success (the breaker's first; the cache and usage writes need none)."""
-        done, result.success = result.success, None
-        if done is None or not replies:
-            return
-        provider = done.chain.provider
-        try:
-            recorded = await self.breaker.settle_queued(replies[0], provider.name, True, done.run.permit)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self.bookkeeping_failed(result, exc)
-            return
-        if recorded.changed:
-            log.warning("breaker_closed", provider=provider.name)
-
-    @staticmethod
-    def bookkeeping_failed(result: LadderResult, exc: Exception) -> None:
-        """Bookkeeping only: the answer is good and the result write rides out the outage."""
-        result.success = None
-        log.warning("success_bookkeeping_failed", provider=result.source, error=str(exc))
-
-    async def _succeeded(self, result: LadderResult) -> None:
-        """One round trip: breaker success, cache fill, token correction."""
-        pipe = self.redis.pipeline(transaction=False)
-        self.queue_success(pipe, result)
-        await self.settle_success(result, await pipe.execute(raise_on_error=False))
+            fix = self.limiter.usage_fix(provider, run.grant, answer.usage.total or run.grant.tokens)
+            if fix is not None:
+                writes.append(fix)
+        return Bookkeeping(provider.name, self.breaker.record_call(provider.name, True, run.permit), tuple(writes))
 
     async def _last_resort(self, spec: JobSpec, result: LadderResult) -> LadderResult:
         """Cache tier, then the default answer (or a durable retry, when so configured)."""
         if self.settings.cache_enabled:
-            result.counters["fallbacks"] += 1
+            result.fallbacks += 1
             hit = await self.cache.get(spec)
             if hit is not None:
-                result.counters["cache_hits"] += 1
+                result.cache_hits += 1
                 log.info("tier_answered", provider="cache", degraded=True)
                 return self._cached(result, hit, degraded=True)
         if self.settings.on_exhausted == "retry":
             result.outcome = "exhausted"
             log.info("ladder_exhausted", error=result.last_error)
             return result
-        result.counters["fallbacks"] += 1
-        result.counters["default_answers"] += 1
+        result.fallbacks += 1
+        result.default_answers += 1
         result.outcome, result.source, result.degraded = "answered", "default", True
         result.answer = Answer(self.settings.default_answer, model="", usage=TokenUsage(), latency_s=0.0)
         log.info("tier_answered", provider="default", degraded=True)
@@ -262,7 +236,7 @@ class Ladder:
         policy = provider.retry if run.permit is Permit.CALL else ONE_TRY
 
         def on_retry(exc: BaseException, wait_s: float) -> None:
-            result.counters[f"retries:{name}"] += 1
+            result.provider(name).retries += 1
             if run.pending is not None:
                 run.pending["wait_s"] = round(wait_s, 3)
                 _log_attempt(run.pending)
@@ -301,7 +275,7 @@ class Ladder:
         if run.grant is None:
             self._note(result, name, run.attempt, "skipped", "rate_limit")
             raise TierSkippedError("provider rate limit reached", name)
-        result.counters[f"attempts:{name}"] += 1
+        result.provider(name).attempts += 1
         started = time.perf_counter()
         try:
             answer = await chain.ask(spec)
@@ -350,9 +324,9 @@ class Ladder:
             entry["error"] = str(err)[:300]
             if isinstance(err, RateLimitedError) and err.retry_after_s is not None:
                 entry["retry_after_s"] = err.retry_after_s
-            result.counters[f"errors:{provider}:{error_class}"] += 1
+            result.provider(provider).errors[error_class] += 1
         if outcome == "skipped":
-            result.counters[f"skipped:{provider}:{error_class}"] += 1
+            result.provider(provider).skipped[error_class] += 1
         result.attempts.append(entry)
         if log_now:
             _log_attempt(entry)

@@ -84,10 +84,20 @@ class RateLimiter:
             now = time.time()
 
     @staticmethod
-    def queue_usage(pipe: Any, provider: ProviderSettings, grant: Grant, used: int) -> None:
-        """Queue the correction from the estimate charged up front to the tokens really used."""
+    def usage_fix(provider: ProviderSettings, grant: Grant, used: int) -> UsageFix | None:
+        """The correction from the estimate charged up front to the tokens really used (None: nothing to fix)."""
         if provider.tokens_per_minute is None or grant.tokens == used:
-            return
-        key = keys.rate_tokens(provider.name, grant.minute)
-        pipe.incrby(key, used - grant.tokens)
-        pipe.expire(key, 120)  # the charge may have expired meanwhile: never leave a key without TTL
+            return None
+        return UsageFix(keys.rate_tokens(provider.name, grant.minute), used - grant.tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFix:
+    """A token-count correction for one minute's counter, queued on a pipeline."""
+
+    key: str
+    delta: int
+
+    def queue(self, pipe: Any) -> None:
+        pipe.incrby(self.key, self.delta)
+        pipe.expire(self.key, 120)  # the charge may have expired meanwhile: never leave a key without TTL

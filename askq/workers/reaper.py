@@ -43,7 +43,7 @@ from askq.config.settings import Settings
 from askq.core import keys, message, scripts
 from askq.core.deadletter import DeadLetterQueue
 from askq.core.job import DeadReason
-from askq.workers.jobstate import expire_args, expire_keys
+from askq.workers.transitions import expire_args, expire_keys
 
 log = structlog.get_logger("askq.reaper")
 

@@ -26,10 +26,11 @@ from askq.core.connection import connect, connect_async, redis_url
 from askq.core.deadletter import DeadLetterQueue
 from askq.workers.breaker import Breaker
 from askq.workers.cache import AnswerCache
-from askq.workers.executor import LoopExecutor
-from askq.workers.jobstate import JobState
 from askq.workers.ladder import Ladder
+from askq.workers.loopexecutor import LoopExecutor
 from askq.workers.ratelimit import RateLimiter
+from askq.workers.retry import Sleep
+from askq.workers.transitions import JobTransitions
 
 T = TypeVar("T")
 log = structlog.get_logger("askq.runtime")
@@ -82,7 +83,8 @@ RECENT_CANCEL_S = 30.0
 class Runtime:
     """Everything a worker process shares between its jobs; built once, after the fork."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sleep: Sleep = asyncio.sleep) -> None:
+        """sleep: the ladder's backoff sleep (tests record the waits instead)."""
         self.settings = settings
         self.url = redis_url(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -100,12 +102,13 @@ class Runtime:
         self._thread = threading.Thread(target=self._run_loop, name="askq-loop", daemon=True)
         self._thread.start()
         self.redis: aredis.Redis = self.call(self._connect())
-        self.jobs = JobState(self.redis, settings)
+        self.jobs = JobTransitions(self.redis, settings)
         self.ladder = Ladder(
             settings,
             Breaker(self.redis, settings.breaker),
             RateLimiter(self.redis, settings.rate_limit_wait_s),
             AnswerCache(self.redis, settings.cache_ttl_s, settings.prompt_version),
+            sleep=sleep,
         )
 
     def _run_loop(self) -> None:

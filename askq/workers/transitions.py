@@ -1,14 +1,15 @@
 """Worker-side job transitions (claim, finish, defer, renew) on the asyncio Redis client.
 
-claim_with and finish_with carry other reads and writes on the same pipeline, so a job's
-happy path costs two Redis round trips in all (the scripts ride on them as QueuedScripts).
+The claim carries the ladder's reads and the result write its bookkeeping and the job's
+counters, on the same pipeline (askq/workers/riders.py), so a job's happy path costs two
+Redis round trips in all (the scripts ride on them by EVALSHA: askq/workers/queuedscript.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aredis
@@ -17,7 +18,8 @@ from askq.config.settings import Settings
 from askq.core import keys, scripts, stats
 from askq.core.job import Result
 from askq.workers.queuedscript import QueuedScript
-from askq.workers.tally import Tally, TallyScript
+from askq.workers.riders import Bookkeeping, Prefetched, Reads
+from askq.workers.tally import TallyScript
 
 # KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
 # Extends the leases this worker still holds; returns the (1-based) positions of the triples
@@ -44,10 +46,17 @@ end
 return {lost, cancelled}
 """
 
-Claimed = tuple[str, str | None, list[Any]]
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim found: its outcome (ok, or why not), the stored payload when the message's
+    copy differs, and the ladder's reads when it carried them and got the job."""
+
+    outcome: str
+    stored: str | None = None
+    prefetched: Prefetched | None = None
 
 
-class JobState:
+class JobTransitions:
     """Atomic job transitions for one worker process."""
 
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
@@ -60,72 +69,63 @@ class JobState:
         self._renew = client.register_script(_RENEW)
         self._tally = TallyScript(client)
 
-    async def claim(self, job_id: str, dispatch: int, token: str, worker: str) -> str:
-        return (await self.claim_with(job_id, dispatch, token, worker))[0]
-
-    async def claim_with(
-        self, job_id: str, dispatch: int, token: str, worker: str, also: Callable[[Any], object] | None = None,
-        digest: str = "", adopt: bool = False,
+    async def claim(
+        self, job_id: str, dispatch: int, token: str, worker: str, digest: str = "", reads: Reads | None = None,
+        adopt: bool = False,
     ) -> Claimed:
-        """Claim the job; also(pipe) queues more commands on the same round trip (their replies returned).
+        """Claim the job, with the ladder's reads on the same round trip.
 
         digest: sha1 of the message's payload text; when the stored payload differs, it is
-        returned (second item) and the caller answers that one. adopt: token is a run of this
-        process still going, taking its lease back (see scripts.CLAIM).
+        returned and the caller answers that one. adopt: token is a run of this process still
+        going, taking its lease back (see scripts.CLAIM).
         """
         now = time.time()
-        keys_ = [keys.job(job_id), keys.LEASES]
-        args: list[str | int | float] = [dispatch, token, worker, now, now + self.settings.lease_s, job_id,
-                                         digest, "1" if adopt else ""]
+        claim = self._claim.call([keys.job(job_id), keys.LEASES],
+                                 [dispatch, token, worker, now, now + self.settings.lease_s, job_id, digest,
+                                  "1" if adopt else ""])
         pipe = self.redis.pipeline(transaction=False)
-        self._claim.queue(pipe, keys_, args)
-        if also is not None:
-            also(pipe)
+        claim.queue(pipe)
+        if reads is not None:
+            reads.queue(pipe)
         replies = await pipe.execute(raise_on_error=False)
-        claimed = await self._claim.reply(replies[0], keys_, args)
+        claimed = await claim.settle(replies[0])
+        outcome = _text(claimed[0])
         stored = _text(claimed[1]) if len(claimed) > 1 else None
-        return _text(claimed[0]), stored, replies[1:]
+        prefetched = reads.parse(replies[1:]) if reads is not None and outcome == "ok" else None
+        return Claimed(outcome, stored, prefetched)
 
     async def finish(
-        self, result: Result, token: str, counters: Counter[str], health: dict[str, float]
+        self, result: Result, token: str, counts: Counter[str], health: dict[str, float],
+        bookkeeping: Bookkeeping | None = None,
     ) -> str:
-        """Write the result if this worker still holds the job; counters go in the same round trip."""
-        return (await self.finish_with(result, token, counters, health))[0]
-
-    async def finish_with(
-        self, result: Result, token: str, counters: Counter[str], health: dict[str, float],
-        before: Callable[[Any], object] | None = None,
-    ) -> tuple[str, list[Any]]:
-        """finish(), with before(pipe) queueing more commands ahead of it; returns their replies too.
-
-        Queued ahead, so a reader who sees the result also sees what they wrote (the cache fill).
-        """
+        """Write the result if this run still holds the job, carrying the ladder's bookkeeping
+        (queued ahead, so a reader who sees the result also sees the cache fill) and the job's
+        counters, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
-        if before is not None:
-            before(pipe)
+        if bookkeeping is not None:
+            bookkeeping.queue(pipe)
         ahead = len(pipe)
-        keys_ = [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS, keys.EXPIRIES]
-        args: list[str | int | float] = [
-            token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
-            self.settings.result_ttl_s, result.job_id,
-        ]
-        self._finish.queue(pipe, keys_, args)
-        tally = Tally()
-        stats.add_job_outcome(tally, counters, health)
-        tallied = self._tally.queue(pipe, tally)
+        finish = self._finish.call(
+            [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS, keys.EXPIRIES],
+            [token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
+             self.settings.result_ttl_s, result.job_id])
+        finish.queue(pipe)
+        tally = self._tally.call(stats.job_outcome(counts, health))
+        if tally is not None:
+            tally.queue(pipe)
         replies = await pipe.execute(raise_on_error=False)
-        outcome = await self._finish.reply(replies[ahead], keys_, args)
-        if tallied:
-            await self._tally.settle(replies[ahead + 1], tally)
-        return _text(outcome), replies[:ahead]
+        outcome = await finish.settle(replies[ahead])
+        if tally is not None:
+            await tally.settle(replies[ahead + 1])
+        if bookkeeping is not None:
+            await bookkeeping.settle(replies[:ahead])
+        return _text(outcome)
 
-    async def finish_counters(self, counters: Counter[str], health: dict[str, float]) -> None:
-        """Add a job's counters when it ended without a result (dead or deferred)."""
-        tally = Tally()
-        stats.add_job_outcome(tally, counters, health)
-        pipe = self.redis.pipeline(transaction=False)
-        if self._tally.queue(pipe, tally):
-            await self._tally.settle((await pipe.execute(raise_on_error=False))[0], tally)
+    async def add_counts(self, counts: Counter[str], health: dict[str, float]) -> None:
+        """Add a job's counters when it ended without a result (dead, deferred or cancelled)."""
+        tally = self._tally.call(stats.job_outcome(counts, health))
+        if tally is not None:
+            await tally.run()
 
     async def defer(self, job_id: str, token: str, due: float, error: str) -> str:
         return str(
