@@ -314,8 +314,9 @@ def test_redis_failing_mid_file_says_what_is_in_and_a_resubmission_adds_only_the
                 "(through line 500; their ids are on stdout); the next 500 may be in too: ")
         # redis-py names the server's OOM reply OutOfMemoryError (Valkey 8) or ResponseError (Redis 6.2)
         assert line.startswith((said + "OutOfMemoryError: ", said + "ResponseError: ")), line
-        assert "used memory > 'maxmemory'" in line and line.endswith("Submit the same file again: the jobs already in keep their ids "
-                                               "and are not enqueued twice")
+        assert "used memory > 'maxmemory'" in line
+        assert line.endswith("Submit the same file again: the jobs already in keep their ids and are not enqueued "
+                             "twice")
         ids = out.stdout.split()
         assert len(ids) == 500
         assert [json.loads(r.hget(keys.job(i), "payload") or "{}")["question"].split()[0] for i in ids] == [
