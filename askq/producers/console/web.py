@@ -29,13 +29,13 @@ def _utc(value: Any) -> str:
 TEMPLATES.env.filters["utc"] = _utc
 
 # No script runs on a console page (forms do everything), nothing is framed (clickjacking), forms
-# post only back here, and no page is cached or sends a Referer with ids in it.
+# post only back here, and no page is cached or sends a Referer with ids in it to another site.
 HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Chrome post `Origin: null`
     "Cache-Control": "no-store",
 }
 
