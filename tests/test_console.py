@@ -29,7 +29,7 @@ from askq.producers.api import create_app
 from askq.producers.client import Client
 from askq.producers.console.session import COOKIE, fingerprint
 from askq.stack import Stack
-from tests.conftest import wait_for, wait_workers
+from tests.conftest import SCREENSHOTS, wait_for, wait_workers
 from tests.test_api import TOKEN, serve_api
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -118,7 +118,7 @@ def outcomes(browser: WebDriver) -> dict[str, str]:
 
 
 def screenshot(browser: WebDriver) -> None:
-    if os.environ.get("ASKQ_TEST_SCREENSHOTS") == "1":
+    if SCREENSHOTS:
         browser.save_screenshot(str(ROOT / "docs" / "console.png"))
 
 
