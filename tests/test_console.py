@@ -347,10 +347,65 @@ def test_a_bulk_replay_is_capped_per_minute(settings: Settings, client: Client, 
         csrf = signed_in(http)
         items = [f"{i}|{client.dead_letter(i).dead_at!r}" for i in ids]
         reply = http.post("/console/dead-letters/act", data={"action": "replay", "item": items, "csrf": csrf})
-        found = dict(re.findall(r'<tr data-id="([0-9a-f]+)">.*?class="outcome">([a-z_ ]+)<', reply.text, re.S))
+        found = acted(reply)
         assert sorted(found.values()) == ["ok", "ok", "rate_capped"]
         capped = next(i for i, o in found.items() if o == "rate_capped")
         assert r.exists(keys.dead_letter(capped))  # left as it was, to replay in a minute
+
+
+def acted(reply: httpx.Response) -> dict[str, str]:
+    return dict(re.findall(r'<tr data-id="([0-9a-f]+)">.*?class="outcome">([a-z_ ]+)<', reply.text, re.S))
+
+
+def test_purge_leaves_a_record_that_died_again_since_it_was_shown(
+        settings: Settings, client: Client, r: redis.Redis) -> None:
+    job_id = killed(client, "a question")
+    shown = f"{job_id}|{client.dead_letter(job_id).dead_at!r}"
+    assert client.replay(job_id) == "ok"  # replayed by someone else, and dead again
+    payload = json.loads(str(r.hget(keys.job(job_id), "payload")))
+    assert client.dlq.kill(job_id, DeadReason.EXHAUSTED, "again", payload=payload, expect_state="queued") == "ok"
+    gone = killed(client, "another")
+    shown_gone = f"{gone}|{client.dead_letter(gone).dead_at!r}"
+    client.purge_dead_letters()  # ... and `gone` purged meanwhile too
+    killed(client, "a third one, that nobody saw")
+    with console_app(settings) as http:
+        csrf = signed_in(http)
+        reply = http.post("/console/dead-letters/act", data={"action": "purge", "item": [shown, shown_gone],
+                                                              "csrf": csrf})
+        assert acted(reply) == {job_id: "gone", gone: "gone"}
+    # Only what was shown: a record for a new death after it was shown is another record.
+    job_id = killed(client, "fourth")
+    shown = f"{job_id}|{client.dead_letter(job_id).dead_at!r}"
+    assert client.replay(job_id) == "ok"
+    payload = json.loads(str(r.hget(keys.job(job_id), "payload")))
+    client.dlq.kill(job_id, DeadReason.EXHAUSTED, "again", payload=payload, expect_state="queued")
+    with console_app(settings) as http:
+        csrf = signed_in(http)
+        for action in ("purge", "replay"):
+            reply = http.post("/console/dead-letters/act", data={"action": action, "item": shown, "csrf": csrf})
+            assert acted(reply) == {job_id: "changed"}
+    assert client.dead_letter(job_id).error == "again" and client.dlq.count() == 2
+
+
+def test_filters_by_provider_and_time_range(settings: Settings, client: Client, r: redis.Redis) -> None:
+    old = killed(client, "old one")
+    record = json.loads(str(r.get(keys.dead_letter(old))))
+    record["dead_at"] = 1_700_000_000.0  # 2023-11-14T22:13:20 UTC
+    record["history"] = [{"provider": "secondary", "attempt": 1, "outcome": "failure"}]
+    r.set(keys.dead_letter(old), json.dumps(record))
+    new = killed(client, "new one")
+    with console_app(settings) as http:
+        signed_in(http)
+
+        def shown(**params: str) -> set[str]:
+            page = http.get("/console/dead-letters", params=params)
+            return set(re.findall(r'<tr data-id="([0-9a-f]+)"', page.text))
+
+        assert shown() == {old, new}
+        assert shown(since="2023-11-14T22:13:21") == {new}
+        assert shown(until="2023-11-14T22:13:20") == {old}
+        assert shown(provider="secondary") == {old}
+        assert shown(provider="primary") == set()
 
 
 def test_without_tokens_only_loopback_may_use_the_console(settings: Settings, r: redis.Redis) -> None:
