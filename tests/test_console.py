@@ -406,6 +406,18 @@ def test_filters_by_provider_and_time_range(settings: Settings, client: Client, 
         assert shown(until="2023-11-14T22:13:20") == {old}
         assert shown(provider="secondary") == {old}
         assert shown(provider="primary") == set()
+        # Hostile text is shown as text; a made-up or oversized id is refused before anything is read.
+        r.set(keys.dead_letter(new), json.dumps({**json.loads(str(r.get(keys.dead_letter(new)))),
+                                                 "error": "<script>alert(1)</script>"}))
+        page = http.get("/console/dead-letters").text
+        assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert csrf
+        for bad in ("x" * 5000 + "|1.0", "../../etc|1.0", f"{new}|not-a-time"):
+            reply = http.post("/console/dead-letters/preview", data={"action": "purge", "item": bad,
+                                                                      "csrf": csrf.group(1)})
+            assert reply.status_code == 422 and "Nothing done" in reply.text
+        assert r.llen(keys.CONSOLE_AUDIT) == 0
 
 
 def test_without_tokens_only_loopback_may_use_the_console(settings: Settings, r: redis.Redis) -> None:

@@ -8,6 +8,7 @@ console users together (api.console.replays_per_minute); every action is audited
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from askq.producers.console.web import client_of, first, form_of, guard, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ACTIONS = {"replay": "Replay", "purge": "Purge", "edit": "Replay with edits"}
 
 
@@ -72,7 +74,10 @@ def _items(form: dict[str, list[str]], limit: int) -> tuple[list[Item], str]:
             item = Item(record_id, float(dead_at))
         except ValueError:
             return [], f"not an id|dead_at pair: {value[:80]!r}"
-        if record_id and record_id not in seen:
+        if not _ID.fullmatch(record_id):
+            # Record ids are job ids or uuid hex; anything else names no record (and would bloat the audit).
+            return [], f"not a dead-letter id: {record_id[:80]!r}"
+        if record_id not in seen:
             seen.add(record_id)
             items.append(item)
     if not items:
