@@ -169,5 +169,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     port = port or settings.api.port
     check_exposure(settings, host)
     app = create_app(settings)
-    log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens))
+    log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens),
+             console=f"http://{host}:{port}/console", docs=f"http://{host}:{port}/docs")
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level, **uvicorn_options(settings.api))
