@@ -159,6 +159,11 @@ def test_sign_in_filter_dry_run_and_replay_exactly_the_shown_ids(
     assert TOKEN not in browser.page_source
     entry = json.loads(str(r.lindex(keys.CONSOLE_AUDIT, 0)))
     assert entry["outcomes"] == done and entry["who"] == f"token:{fingerprint(TOKEN.encode())}"
+    # Signed in, the same browser can read the API's docs (a page cannot send a bearer token).
+    browser.get(f"{api}/docs")
+    WebDriverWait(browser, 20).until(
+        lambda b: "askq" in b.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text)
+    assert httpx.get(f"{api}/docs", timeout=10).status_code == 401
 
 
 def test_replay_with_an_edit_purge_and_one_action_by_keyboard_alone(

@@ -29,7 +29,6 @@ from askq.producers import console
 from askq.producers.client import Client
 from askq.producers.routes import deadletters, jobs, probes
 from askq.producers.routes.common import (
-    AUTH,
     Problem,
     ValidationProblem,
     is_loopback,
@@ -98,7 +97,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """/openapi.json, /docs and /redoc behind the same token rule as the API (see the README)."""
+    """/openapi.json, /docs and /redoc behind the same token rule as the API, or a console sign-in (README)."""
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(app.openapi())
@@ -120,7 +119,8 @@ def _add_docs(app: FastAPI) -> None:
                               with_google_fonts=False)
 
     for path, endpoint in (("/openapi.json", openapi_json), ("/docs", swagger), ("/redoc", redoc)):
-        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False, dependencies=AUTH)
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False,
+                          dependencies=[Depends(console.docs_access)])
     # Public like any library's script: they hold nothing about this deployment.
     app.mount(DOCS_ASSETS, StaticFiles(directory=Path(__file__).parent / "apidocs"), name="docs-assets")
 

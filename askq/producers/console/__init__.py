@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from askq.producers.console import actions, pages
+from askq.producers.console.session import docs_access
 from askq.producers.console.web import HERE
+
+__all__ = ["docs_access", "install"]
 
 
 def install(app: FastAPI) -> None:

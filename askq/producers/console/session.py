@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from askq.producers.routes.common import is_loopback
 
@@ -106,3 +106,18 @@ def same_origin(request: Request) -> bool:
 def csrf_ok(operator: Operator, given: str) -> bool:
     """A state-changing form must carry the session's CSRF value (bearer callers are no browser)."""
     return operator.by_bearer or (bool(given) and hmac.compare_digest(operator.csrf, given))
+
+
+async def docs_access(request: Request) -> None:
+    """/docs, /redoc and /openapi.json: a bearer token as for every route, or a console sign-in.
+
+    A browser cannot send a bearer token for a page; an operator signed in to the console can
+    read the API's documentation in the same browser. Only these read-only pages take the cookie.
+    """
+    if not request.app.state.tokens:
+        return  # as the API: only possible on a loopback address (producers.api.check_exposure)
+    try:
+        operator_of(request)
+    except NotSignedIn:
+        raise HTTPException(401, "a valid bearer token (or a console sign-in) is required",
+                            headers={"WWW-Authenticate": "Bearer"}) from None
