@@ -180,6 +180,11 @@ def test_replay_with_an_edit_purge_and_one_action_by_keyboard_alone(
     for job_id in broken:  # the fixed job runs and answers; its idempotency and id are kept
         view = client.wait(job_id, timeout=30)
         assert view.state is JobState.SUCCEEDED and view.question == "How do I reset my password? "
+    browser.get(f"{api}/console/jobs?q={broken[0]}")
+    job_page = browser.find_element(By.ID, "job").text
+    assert "succeeded" in job_page and "answered by" in job_page
+    browser.get(f"{api}/console/jobs?q=no-such-key")
+    assert "No job has the id or idempotency key" in browser.page_source
     # An edit a producer could not submit is refused, and that record is left as it was.
     bad = dead(client, f"Please {BAD}")
     browser.get(f"{api}/console/dead-letters/{bad}")
@@ -218,7 +223,7 @@ def test_replay_with_an_edit_purge_and_one_action_by_keyboard_alone(
 
 
 def test_pages_escape_hostile_text_and_show_no_secret(
-        browser: WebDriver, api: str, client: Client, r: redis.Redis) -> None:
+        browser: WebDriver, api: str, client: Client, r: redis.Redis, stack: Stack) -> None:
     xss = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
     job_id = dead(client, f"{xss} {BAD}", metadata={"note": xss}, idempotency_key="ticket-xss")
     sign_in(browser, api)
@@ -237,6 +242,14 @@ def test_pages_escape_hostile_text_and_show_no_secret(
     browser.get(f"{api}/console/breakers")
     assert {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#breakers td:first-child")} == \
         {"primary", "secondary"}
+    # A killed worker moves to the dead workers' table once it misses three heartbeats.
+    stack.kill_worker(stack.workers[0])
+
+    def listed_dead() -> bool:
+        browser.get(f"{api}/console/workers")
+        return "none" not in browser.find_element(By.ID, "dead-workers").text
+    wait_for(listed_dead, 20, interval=0.5, what="the killed worker in the dead workers' table")
+    assert "no worker is beating" in browser.find_element(By.ID, "workers").text
     # A wrong or forged cookie is no session.
     browser.delete_all_cookies()
     browser.get(f"{api}/console/login")
