@@ -326,6 +326,10 @@ def test_console_posts_need_the_session_csrf_value_and_the_same_origin(
         assert http.post("/console/login", data={"token": "wrong"}).status_code == 401
         assert COOKIE not in http.cookies
         csrf = signed_in(http)
+        # The sign-in opens the API's docs to this browser, and no API route.
+        assert http.get("/openapi.json").status_code == 200 and http.get("/docs").status_code == 200
+        assert http.get("/v1/dead-letters").status_code == 401
+        assert http.post("/v1/dead-letters/replay").status_code == 401
         page = http.get("/console/dead-letters")
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
