@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
-from typing import Any, cast
+from typing import cast
 
 import redis
 from pydantic import BaseModel
@@ -65,6 +64,3 @@ def describe(entry: AuditEntry) -> str:
     """One line for the audit table: how many ids had each outcome."""
     return ", ".join(f"{n} {outcome}" for outcome, n in sorted(entry.counts.items())) or "nothing"
 
-
-def as_json(entries: list[AuditEntry]) -> list[dict[str, Any]]:
-    return [json.loads(e.model_dump_json()) for e in entries]

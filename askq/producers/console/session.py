@@ -32,12 +32,12 @@ class Operator:
     by_bearer: bool = False
 
 
-class NotSignedIn(Exception):
-    """The request carries no valid token or session: the console shows its login form."""
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why a request may not use the console: not signed in (401: the login form) or refused (403)."""
 
-
-class Refused(Exception):
-    """The request may not use the console at all (e.g. no tokens and not on loopback)."""
+    status: int
+    message: str
 
 
 def fingerprint(token: bytes) -> str:
@@ -67,21 +67,21 @@ def check_token(request: Request, given: str) -> bytes | None:
     return _token_of(tokens, given.encode("utf-8", "surrogateescape")) if given else None
 
 
-def operator_of(request: Request) -> Operator:
-    """Who this request is; NotSignedIn or Refused when it may not use the console."""
+def operator_of(request: Request) -> Operator | Denied:
+    """Who this request is, or why it may not use the console."""
     tokens: list[bytes] = request.app.state.tokens
     if not tokens:
         client = request.client.host if request.client else ""
         host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
         if not (is_loopback(client) and is_loopback(host)):
-            raise Refused("with no api.tokens configured the console answers loopback clients only")
+            return Denied(403, "with no api.tokens configured the console answers loopback clients only")
         secret: bytes = request.app.state.console_secret
         return Operator("loopback", _sign(secret, "csrf", "loopback"))
     bearer = request.headers.get("authorization", "")
     if bearer[:7].lower() == "bearer ":
         token = check_token(request, bearer[7:].strip())
         if token is None:
-            raise NotSignedIn("that bearer token is not one of api.tokens")
+            return Denied(401, "that bearer token is not one of api.tokens")
         return Operator(f"token:{fingerprint(token)}", "", by_bearer=True)
     fp, _, rest = request.cookies.get(COOKIE, "").partition(".")
     expires, _, signature = rest.partition(".")
@@ -89,9 +89,9 @@ def operator_of(request: Request) -> Operator:
         if hmac.compare_digest(fingerprint(token), fp) and hmac.compare_digest(
                 _sign(token, "session", fp, expires), signature):
             if not expires.isdigit() or int(expires) < time.time():
-                raise NotSignedIn("your console session has expired: sign in again")
+                return Denied(401, "your console session has expired: sign in again")
             return Operator(f"token:{fp}", _sign(token, "csrf", fp, expires))
-    raise NotSignedIn("sign in with an API token")
+    return Denied(401, "sign in with an API token")
 
 
 def same_origin(request: Request) -> bool:
@@ -116,8 +116,6 @@ async def docs_access(request: Request) -> None:
     """
     if not request.app.state.tokens:
         return  # as the API: only possible on a loopback address (producers.api.check_exposure)
-    try:
-        operator_of(request)
-    except NotSignedIn:
+    if isinstance(operator_of(request), Denied):
         raise HTTPException(401, "a valid bearer token (or a console sign-in) is required",
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+                            headers={"WWW-Authenticate": "Bearer"})

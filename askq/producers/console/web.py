@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from askq.producers.client import Client
-from askq.producers.console.session import NotSignedIn, Operator, Refused, operator_of
+from askq.producers.console.session import Operator, operator_of
 from askq.producers.routes.jobs import read_body
 
 HERE = Path(__file__).parent
@@ -53,14 +53,13 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 def guard(request: Request) -> Operator | Response:
     """The operator, or the response that replaces the page: the login form, or a refusal."""
-    try:
-        return operator_of(request)
-    except NotSignedIn as exc:
-        if request.method == "GET" and not request.headers.get("authorization"):
-            return RedirectResponse("/console/login", status_code=303, headers=HEADERS)
-        return render(request, "message.html", 401, title="Not signed in", message=str(exc), operator=None)
-    except Refused as exc:
-        return render(request, "message.html", 403, title="Refused", message=str(exc), operator=None)
+    found = operator_of(request)
+    if isinstance(found, Operator):
+        return found
+    if found.status == 401 and request.method == "GET" and not request.headers.get("authorization"):
+        return RedirectResponse("/console/login", status_code=303, headers=HEADERS)
+    title = "Not signed in" if found.status == 401 else "Refused"
+    return render(request, "message.html", found.status, title=title, message=found.message, operator=None)
 
 
 async def form_of(request: Request) -> dict[str, list[str]]:
