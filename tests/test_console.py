@@ -353,6 +353,13 @@ def test_console_posts_need_the_session_csrf_value_and_the_same_origin(
         assert http.get("/console/audit", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
+def test_signing_in_over_plain_http_to_another_host_says_why_it_cannot_work(settings: Settings) -> None:
+    api = ApiSettings(tokens=[SecretStr(TOKEN)])
+    with TestClient(create_app(settings.model_copy(update={"api": api})), base_url="http://askq.internal") as http:
+        reply = http.post("/console/login", data={"token": TOKEN}, follow_redirects=False)
+        assert reply.status_code == 400 and "only over HTTPS" in reply.text and "set-cookie" not in reply.headers
+
+
 def test_a_filter_too_long_is_refused_with_a_message(settings: Settings, client: Client) -> None:
     killed(client, "a question")
     with console_app(settings) as http:

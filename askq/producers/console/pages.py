@@ -16,6 +16,7 @@ from askq.core.liveness import list_workers
 from askq.producers.console import audit, query
 from askq.producers.console.session import COOKIE, check_token, same_origin, session_cookie
 from askq.producers.console.web import HEADERS, client_of, first, form_of, guard, render
+from askq.producers.routes.common import is_loopback
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -42,6 +43,13 @@ async def login(request: Request) -> Response:
     token = check_token(request, first(await form_of(request), "token").strip())
     if token is None:
         return render(request, "login.html", 401, operator=None, error="that token is not one of api.tokens")
+    host = request.url.hostname or ""
+    if request.url.scheme != "https" and not is_loopback(host):
+        # The browser would drop the Secure cookie and show this form again without a word.
+        return render(request, "login.html", 400, operator=None, error=(
+            f"a browser keeps the console's Secure cookie only over HTTPS (or on localhost), and this page "
+            f"came over plain HTTP from {host}: serve askq api behind HTTPS, or open it through an SSH "
+            "tunnel to 127.0.0.1"))
     session_s = client_of(request).settings.api.console.session_s
     response = RedirectResponse("/console/dead-letters", status_code=303, headers=HEADERS)
     response.set_cookie(COOKIE, session_cookie(token, session_s), max_age=session_s, path="/",
