@@ -17,6 +17,9 @@ from askq.core import keys
 from askq.core.redisserver import EmbeddedRedis
 from askq.stack import Stack, default_providers
 
+# Read before the ASKQ_* variables are cleared: browser tests then save their screenshots to docs/.
+SCREENSHOTS = os.environ.get("ASKQ_TEST_SCREENSHOTS") == "1"
+
 # Tests configure askq explicitly; nothing from the developer's shell leaks in.
 for _key in [k for k in os.environ if k.startswith("ASKQ_")]:
     del os.environ[_key]

@@ -114,6 +114,10 @@ def test_the_wheel_installs_one_top_level_name(wheel: tuple[Path, Path]) -> None
     assert f"Version: {VERSION}" in meta and "License-Expression: MIT" in meta
     assert "Classifier: Typing :: Typed" in meta
     assert not any(name.startswith(("tests/", "askq/tests/")) for name in names)
+    # The console's templates and stylesheet, and the vendored /docs assets (no CDN), ship too.
+    assert {"askq/producers/console/templates/deadletters.html", "askq/producers/console/static/console.css",
+            "askq/producers/apidocs/swagger-ui/swagger-ui-bundle.js", "askq/producers/apidocs/swagger-ui/LICENSE",
+            "askq/producers/apidocs/redoc/redoc.standalone.js"} <= set(names)
 
 
 APP_CLIENT = """

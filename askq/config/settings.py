@@ -86,6 +86,19 @@ class BreakerSettings(_Strict):
     probe_timeout_s: float = Field(30.0, gt=0)
 
 
+class ConsoleSettings(_Strict):
+    """The operators' console served by `askq api` under /console (askq/producers/console/)."""
+
+    # How long a console login (its cookie) lasts; removing the token from api.tokens ends it at once.
+    session_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    # Dead letters a page shows, and so the most ids one bulk action carries.
+    page_size: int = Field(200, ge=1, le=1000)
+    # Replays (single, bulk and edited) all console users together may start per minute.
+    replays_per_minute: int = Field(600, ge=1)
+    # Audit entries kept (newest first); older ones are dropped.
+    audit_records: int = Field(1000, ge=10, le=100_000)
+
+
 class ApiSettings(_Strict):
     """The HTTP API (`askq api`): where it listens, who may call it, how much it accepts."""
 
@@ -110,6 +123,7 @@ class ApiSettings(_Strict):
     max_pending_connections: int = Field(512, ge=1)
     # All connections together; past this uvicorn answers 503 (keep it under the process's `ulimit -n`).
     max_connections: int = Field(4096, ge=16)
+    console: ConsoleSettings = ConsoleSettings()
 
 
 class FlowerSettings(_Strict):

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from askq.config.logging import scrub
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
-from askq.core.errors import JobNotFoundError
-from askq.core.job import DeadReason, payload_text
+from askq.core.errors import InvalidJobError, JobNotFoundError
+from askq.core.job import DeadReason, check_limits, parse_spec, payload_text
 
 MAX_RAW_CHARS = 4000  # of a refused message kept in its record
 MAX_ERROR_CHARS = 2000
@@ -183,12 +183,13 @@ class DeadLetterQueue:
         seconds, micros = self.redis.time()
         return seconds + micros / 1_000_000
 
-    def replay(self, record_id: str, asked_at: float | None = None) -> str:
+    def replay(self, record_id: str, asked_at: float | None = None, payload: dict[str, Any] | None = None) -> str:
         """Re-enqueue a dead job with its payload and id; returns ok, not_dead, newer, changed or no_payload.
 
         `asked_at` (Redis clock, default: now) is when the operator asked: a job that died again
         after it is not replayed again (`newer`), so N concurrent replays of one death run it once
-        even when the job dies again at once.
+        even when the job dies again at once. `payload` replaces the stored one (an operator's
+        edit, checked by `edited`); it becomes the job's payload.
         """
         if asked_at is None:
             asked_at = self.server_time()
@@ -207,6 +208,7 @@ class DeadLetterQueue:
             return self._redeliver_callback(record.id, asked_at)
         if record.payload is None or record.job_id is None or record.job_id != record.id:
             return "no_payload"
+        record.payload = payload if payload is not None else record.payload
         dispatch, recorded = self.redis.hmget(keys.job(record.id), ["dispatch", "queue"])
         # Back to the queue it was submitted to (this client's own when none was recorded).
         queue = str(recorded or self.settings.queue)
@@ -232,6 +234,58 @@ class DeadLetterQueue:
             asked_at = self.server_time()
         return {r.id: self.replay(r.id, asked_at)
                 for r in self.list(reason=reason, limit=self.settings.dlq_max_records)}
+
+    def replay_seen(self, record_id: str, dead_at: float, asked_at: float,
+                    payload: dict[str, Any] | None = None) -> str:
+        """Replay the death an operator saw (its record's `dead_at`), never a later one.
+
+        Returns replay's outcomes, or `changed` when the record is another death now and `gone`
+        when there is no record any more. `asked_at` must be read before this is called: a job
+        that dies again between this check and the replay is then refused by the script (`newer`).
+        """
+        try:
+            record = self.show(record_id)
+        except JobNotFoundError:
+            return "gone"
+        if record.dead_at != dead_at:
+            return "changed"
+        outcome = self.replay(record_id, asked_at, payload)
+        return "gone" if outcome == "not_dead" else outcome
+
+    def purge_seen(self, record_id: str, dead_at: float) -> str:
+        """Purge a record only while it is the death an operator saw; returns ok, changed or gone.
+
+        WATCHed, so a replay or a new death of the same job between the check and the drop makes
+        it `changed` instead of dropping a record nobody looked at.
+        """
+        watched = [keys.dead_letter(record_id), keys.job(record_id), keys.callback(record_id)]
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*watched)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                raw = pipe.get(watched[0])
+                if raw is None:
+                    return "gone"
+                if DeadLetter.model_validate_json(cast(str, raw)).dead_at != dead_at:
+                    return "changed"
+                pipe.multi()
+                self._drop(keys=[watched[1], watched[0], keys.DLQ_INDEX, watched[2]], args=[record_id], client=pipe)
+                pipe.execute()
+            except redis.WatchError:
+                return "changed"
+        return "ok"
+
+    def edited(self, record: DeadLetter, question: str) -> dict[str, Any]:
+        """The record's payload with this question, checked as every way in checks a job.
+
+        Raises InvalidJobError (naming the field and its problem) for a question a producer could
+        not have submitted: blank, too long, not UTF-8, or a record with no runnable payload.
+        """
+        if record.payload is None or record.job_id != record.id or record.reason is DeadReason.CALLBACK_FAILED:
+            raise InvalidJobError("this dead letter has no job payload to edit")
+        spec = parse_spec({**record.payload, "question": question})
+        check_limits(spec, self.settings.max_question_chars, self.settings.max_context_docs,
+                     self.settings.max_context_chars)
+        return cast(dict[str, Any], json.loads(spec.model_dump_json()))
 
     def purge(self, reason: DeadReason | None = None) -> int:
         records = self.list(reason=reason, limit=self.settings.dlq_max_records)

@@ -136,3 +136,14 @@ EXPIRIES = f"{PREFIX}:expiries"
 # owner: scripts; every worker listens and aborts its run of that job at once. The job hash's
 # state is the durable record: lease renewal reports it to a worker that missed the message.
 CANCELS = f"{PREFIX}:cancels"
+
+
+# LIST (JSON) of console actions, newest first: who (token fingerprint), what, when, which ids
+# and their outcomes — owner: producers/console. Trimmed to api.console.audit_records. No TTL.
+CONSOLE_AUDIT = f"{PREFIX}:console:audit"
+
+
+# STRING replays started from the console in one minute (all API processes) — owner:
+# producers/console (api.console.replays_per_minute). TTL: 2 min.
+def console_replays(minute: int) -> str:
+    return f"{PREFIX}:console:replays:{minute}"

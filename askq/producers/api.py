@@ -8,7 +8,7 @@ and nothing is enqueued; bodies over `api.max_body_bytes` get a 413 before they 
 
 from __future__ import annotations
 
-import ipaddress
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -18,19 +18,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from askq.config.settings import Settings
 from askq.core.connection import connect
 from askq.core.errors import ConfigError, JobNotFoundError
 from askq.core.metrics import registry_for
 from askq.core.webhook import callback_url_schema
+from askq.producers import console
 from askq.producers.client import Client
 from askq.producers.routes import deadletters, jobs, probes
-from askq.producers.routes.common import AUTH, Problem, ValidationProblem, known_query, problem_response, problems_of
+from askq.producers.routes.common import (
+    Problem,
+    ValidationProblem,
+    is_loopback,
+    known_query,
+    problem_response,
+    problems_of,
+)
 from askq.producers.server import uvicorn_options
 from askq.producers.waiter import ResultWaiter
 
 log = structlog.get_logger("askq.api")
+
+DOCS_ASSETS = "/docs-assets"
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -86,19 +97,32 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """/openapi.json, /docs and /redoc behind the same token rule as the API (see the README)."""
+    """/openapi.json, /docs and /redoc behind the same token rule as the API, or a console sign-in (README)."""
 
     async def openapi_json() -> JSONResponse:
         return JSONResponse(app.openapi())
 
+    # Every asset from this server (askq/producers/apidocs/): the pages work without internet.
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/swagger-ui/favicon-32x32.png",
+            # No validator badge: Swagger UI would fetch it from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None})
 
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API")
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} API",
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_ASSETS}/swagger-ui/favicon-32x32.png",
+                              with_google_fonts=False)
 
     for path, endpoint in (("/openapi.json", openapi_json), ("/docs", swagger), ("/redoc", redoc)):
-        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False, dependencies=AUTH)
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False,
+                          dependencies=[Depends(console.docs_access)])
+    # Public like any library's script: they hold nothing about this deployment.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(__file__).parent / "apidocs"), name="docs-assets")
 
 
 def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> FastAPI:
@@ -124,16 +148,8 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.include_router(probes.router)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     _add_docs(app)
+    console.install(app)
     return app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings: Settings, host: str) -> None:
@@ -153,5 +169,6 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     port = port or settings.api.port
     check_exposure(settings, host)
     app = create_app(settings)
-    log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens))
+    log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens),
+             console=f"http://{host}:{port}/console", docs=f"http://{host}:{port}/docs")
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level, **uvicorn_options(settings.api))

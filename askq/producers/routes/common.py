@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -77,6 +78,16 @@ async def authorize(
 
 
 AUTH = [Depends(authorize)]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host (name or address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def known_query(request: Request) -> None:
