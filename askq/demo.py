@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from askq.cli.jobs import read_jobs_file
 from askq.config.settings import load_settings
 from askq.core import keys
 from askq.core.connection import connect
@@ -31,7 +32,6 @@ from askq.core.health import check_health
 from askq.core.job import JobView
 from askq.core.redisserver import free_port
 from askq.core.stats import percentile, read_counters
-from askq.producers.cli import read_jobs_file
 from askq.producers.client import Client
 from askq.stack import Stack
 

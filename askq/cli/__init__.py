@@ -103,14 +103,14 @@ def positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from askq import __version__
-    from askq.producers.cli import positive_int
-    from askq.producers.cli import register as register_producers
+    from askq.cli.jobs import positive_int
+    from askq.cli.jobs import register as register_producers
 
     parser = argparse.ArgumentParser(prog="askq", description="A resilient LLM job queue.")
     parser.add_argument("--version", action="version", version=f"askq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     register_producers(sub)
-    from askq.ops import register as register_ops
+    from askq.cli.stack import register as register_ops
 
     register_ops(sub)
 
