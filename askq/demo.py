@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from askq.cli.jobs import read_jobs_file
 from askq.config.settings import load_settings
 from askq.core import keys
 from askq.core.connection import connect
@@ -33,6 +32,7 @@ from askq.core.job import JobView
 from askq.core.redisserver import free_port
 from askq.core.stats import percentile, read_counters
 from askq.producers.client import Client
+from askq.producers.jobsfile import read_jobs_file
 from askq.stack import Stack
 
 console = Console(stderr=True)
