@@ -291,7 +291,7 @@ def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credential
     with receiving([200]) as receiver:
         stack.start_worker(concurrency=4, **CALLBACK_ENV)
         wait_workers(r, 1)
-        submit = r.register_script(scripts.SUBMIT)
+        submit = scripts.register(r, "submit")
         ids = []
         # As an older or foreign producer might store them: SUBMIT itself, no submission checks.
         for url in (receiver.url.replace("http://", "http://ops:hunter2-password@") + "/hook",

@@ -102,7 +102,7 @@ def test_cancelling_a_running_job_cuts_its_provider_call_and_writes_no_result(
     if heard_by == "message":
         assert client.cancel(job_id) is CancelOutcome.CANCELLED
     else:
-        cancel = r.register_script(scripts.CANCEL)
+        cancel = scripts.register(r, "cancel")
         args = [job_id, time.time(), 3600, 3600, "askq:test:nobody-listens"]
         assert cancel(keys=cancel_keys(job_id), args=args) == "cancelled"
     # The connection is dropped: the simulator's handler is cancelled long before its answer.

@@ -40,7 +40,7 @@ def _unencodable(n: int) -> JobSpec:
 def _write_job(r: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     """Create the job and its message exactly as SUBMIT does, with no check of the text."""
     payload = spec.model_dump(mode="json")
-    created = r.register_script(scripts.SUBMIT)(
+    created = scripts.register(r, "submit")(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS],
         args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
               settings.queue])

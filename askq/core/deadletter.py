@@ -44,10 +44,10 @@ class DeadLetterQueue:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._kill = client.register_script(scripts.KILL)
-        self._replay = client.register_script(scripts.REPLAY)
-        self._drop = client.register_script(scripts.DROP)
-        self._redeliver = client.register_script(scripts.REDELIVER)
+        self._kill = scripts.register(client, "kill")
+        self._replay = scripts.register(client, "replay")
+        self._drop = scripts.register(client, "drop")
+        self._redeliver = scripts.register(client, "redeliver")
 
     def kill(
         self,
@@ -62,7 +62,7 @@ class DeadLetterQueue:
         expect_state: str = "",
         expect_dispatch: int | None = None,
     ) -> str:
-        """Dead-letter a job; returns ok, terminal, lease_lost or changed (see scripts.KILL).
+        """Dead-letter a job; returns ok, terminal, lease_lost or changed (see lua/kill.lua).
 
         The job must be held by `token`, or, without a token, still be in `expect_state` at
         `expect_dispatch` (when given). A job's record takes its delivery count from the job
@@ -144,7 +144,7 @@ class DeadLetterQueue:
         return len(old)
 
     def _drop_all(self, record_ids: list[str]) -> None:
-        """Delete these records, each with its job while that is still dead (scripts.DROP)."""
+        """Delete these records, each with its job while that is still dead (lua/drop.lua)."""
         for start in range(0, len(record_ids), 500):
             pipe = self.redis.pipeline(transaction=False)
             for record_id in record_ids[start : start + 500]:

@@ -37,8 +37,8 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._submit = client.register_script(scripts.SUBMIT)
-        self._cancel = client.register_script(scripts.CANCEL)
+        self._submit = scripts.register(client, "submit")
+        self._cancel = scripts.register(client, "cancel")
 
     def _submit_args(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
         check_limits(
@@ -72,7 +72,7 @@ class JobStore:
         return created
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        """Cancel a job that has not ended (scripts.CANCEL); JobNotFoundError if there is none."""
+        """Cancel a job that has not ended (lua/cancel.lua); JobNotFoundError if there is none."""
         outcome = str(self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id)))
         if outcome == "missing":
             raise JobNotFoundError(f"no job {job_id!r}")
@@ -144,7 +144,7 @@ class JobStore:
 
 
 def cancel_keys(job_id: str) -> list[str]:
-    """The KEYS of scripts.CANCEL for a job."""
+    """The KEYS of lua/cancel.lua for a job."""
     return [keys.job(job_id), keys.PENDING, keys.LEASES, keys.RETRIES, keys.PROBATION, keys.EXPIRIES, keys.STATS,
             keys.health_bucket(stats.health_bucket())]
 

@@ -3,7 +3,7 @@
 One task name, two forms of message (core.message.parse_arguments): askq's own, naming a stored
 job and its dispatch, which is run; and another service's submission (a plain Celery
 `send_task` carrying only a producer's fields), which becomes a job exactly as a submission
-through the client does (askq/core/scripts.py SUBMIT: the job record and its own first message in
+through the client does (askq/core/lua/submit.lua: the job record and its own first message in
 one atomic step, nothing if the job exists) and is then run from that message.
 """
 

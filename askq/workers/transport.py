@@ -42,7 +42,7 @@ class QoS(kombu_redis.QoS):
             # When Redis goes away, Celery closes the connection and then its default channel,
             # whose restore needs the connection's parameters: kombu raises AttributeError and
             # the worker process exits. The entries stay in `unacked`; the reaper restores
-            # those whose job was never claimed (askq/core/scripts.py RECOVER).
+            # those whose job was never claimed (askq/core/lua/recover.lua).
             log.warning("unacked_restore_skipped", reason="connection already released")
 
 
