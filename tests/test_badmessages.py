@@ -15,8 +15,9 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys, message
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason, JobState, job_id_for
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState, job_id_for
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers

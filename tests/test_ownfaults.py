@@ -19,8 +19,9 @@ from structlog.testing import capture_logs
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
-from askq.core.deadletter import DeadLetter, DeadLetterQueue
-from askq.core.job import DeadReason, JobSpec, payload_text
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobSpec, payload_text
 from askq.sim.answers import answer_for
 from askq.workers.execution import execute
 from askq.workers.runtime import Runtime

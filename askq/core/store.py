@@ -11,10 +11,10 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts, stats
+from askq.core.deadletter import DeadReason
 from askq.core.errors import JobNotFoundError, WaitTimeoutError
 from askq.core.job import (
     CancelOutcome,
-    DeadReason,
     JobSpec,
     JobState,
     JobView,

@@ -12,12 +12,12 @@ import redis
 
 from askq.config.settings import Settings, explicit_settings, load_settings
 from askq.core.connection import connect
-from askq.core.deadletter import DeadLetter, DeadLetterQueue
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.errors import InvalidJobError
 from askq.core.job import (
     SUBMIT_FIELDS,
     CancelOutcome,
-    DeadReason,
     JobSpec,
     JobView,
     check_limits,

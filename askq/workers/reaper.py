@@ -41,8 +41,8 @@ import structlog
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.workers.jobstate import expire_args, expire_keys
 
 log = structlog.get_logger("askq.reaper")
