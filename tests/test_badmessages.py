@@ -113,8 +113,8 @@ def test_bad_message_never_touches_the_job_it_names(settings: Settings, r: redis
 
 @pytest.mark.parametrize("field", ["question", "created"])
 def test_submit_refuses_missing_field_with_its_name(settings: Settings, field: str) -> None:
-    from askq.core.errors import InvalidJobError
     from askq.core.job import parse_spec
+    from askq.errors import InvalidJobError
 
     job = _job("abc")
     del job[field]

@@ -20,8 +20,8 @@ from standardwebhooks.webhooks import Webhook
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.deadletter import DeadReason
-from askq.core.errors import InvalidJobError
 from askq.core.job import JobState
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers

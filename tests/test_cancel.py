@@ -22,11 +22,11 @@ from askq.config.settings import ApiSettings, Settings
 from askq.core import keys, scripts
 from askq.core.deadletter import DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
-from askq.core.errors import InvalidJobError, JobNotFoundError
 from askq.core.health import check_health
 from askq.core.job import CancelOutcome, JobState, Result, parse_spec
 from askq.core.stats import read_counters, read_health_window
 from askq.core.store import cancel_keys
+from askq.errors import InvalidJobError, JobNotFoundError
 from askq.producers.api import create_app
 from askq.producers.client import Client
 from askq.producers.httpclient import HttpClient

@@ -24,9 +24,9 @@ from askq.config.settings import Settings
 from askq.core import keys, message
 from askq.core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
-from askq.core.errors import InvalidJobError
 from askq.core.job import JobState
 from askq.core.liveness import list_workers
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from askq.cli import bench, deadletters, jobs, stack, workers
-from askq.core.errors import AskqError
+from askq.errors import AskqError
 
 # Every command's parser, in the order `askq --help` lists them.
 COMMANDS: tuple[Callable[[Any], None], ...] = (

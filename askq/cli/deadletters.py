@@ -15,7 +15,7 @@ from rich.table import Table
 
 from askq.cli.args import positive_int, redis_errors
 from askq.core.deadletter import DeadReason
-from askq.core.errors import InvalidJobError
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 
 console = Console(stderr=True)

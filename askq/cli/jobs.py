@@ -14,8 +14,8 @@ from rich.progress import Progress
 
 from askq.cli.args import redis_errors
 from askq.config.settings import load_settings
-from askq.core.errors import AskqError, InvalidJobError, JobNotFoundError
 from askq.core.job import JobSpec, JobView, parse_where, request_data
+from askq.errors import AskqError, InvalidJobError, JobNotFoundError
 from askq.producers.client import Client, prepare_job
 from askq.producers.jobsfile import MAX_FILE_BYTES, decode_utf8, load_jobs_file, load_json, read_file
 

@@ -11,8 +11,8 @@ import redis
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
 from askq.core.deadletter import DeadLetter, DeadReason, make_record
-from askq.core.errors import JobNotFoundError
 from askq.core.job import payload_text
+from askq.errors import JobNotFoundError
 
 
 class DeadLetterQueue:

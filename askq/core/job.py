@@ -26,7 +26,7 @@ from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from askq.core.deadletter import DeadReason
-from askq.core.errors import InvalidJobError, describe_validation
+from askq.errors import InvalidJobError, describe_validation
 
 # Idempotency keys map to job ids deterministically, so concurrent submitters agree on the id.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f1c7a2e-3b0d-4a57-9a8e-0c5d1e7b2a41")

@@ -12,7 +12,6 @@ import redis
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts, stats
 from askq.core.deadletter import DeadReason
-from askq.core.errors import JobNotFoundError, WaitTimeoutError
 from askq.core.job import (
     CancelOutcome,
     JobSpec,
@@ -25,6 +24,7 @@ from askq.core.job import (
     payload_text,
 )
 from askq.core.webhook import check_callback
+from askq.errors import JobNotFoundError, WaitTimeoutError
 
 # Jobs read per round trip by a bulk cancel: it walks the pending index (jobs not yet ended)
 # only, a batch at a time, so Redis is never held by one long command.

@@ -40,9 +40,9 @@ from askq.config.settings import CallbackSettings, Settings, callback_key
 from askq.core import keys, scripts, webhook
 from askq.core.deadletter import callback_record
 from askq.core.deadletterqueue import DeadLetterQueue
-from askq.core.errors import InvalidJobError
 from askq.core.job import parse_request
 from askq.core.store import view_from_hash
+from askq.errors import InvalidJobError
 
 log = structlog.get_logger("askq.callbacks")
 

@@ -20,10 +20,10 @@ from celery.exceptions import Reject
 
 from askq.core import keys
 from askq.core.deadletter import MAX_RAW_CHARS, DeadReason
-from askq.core.errors import InvalidJobError
 from askq.core.job import JobRequest, check_limits
 from askq.core.message import TASK_NAME, parse_arguments, parse_job, parse_submission, submitted_spec
 from askq.core.store import JobStore
+from askq.errors import InvalidJobError
 from askq.workers.celeryapp import app
 from askq.workers.consumer import record_invalid
 from askq.workers.execution import execute, transient

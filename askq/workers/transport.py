@@ -25,8 +25,8 @@ from kombu.transport import redis as kombu_redis
 
 from askq.config.logging import scrub
 from askq.core.deadletter import MAX_RAW_CHARS
-from askq.core.errors import InvalidJobError
 from askq.core.message import parse_envelope
+from askq.errors import InvalidJobError
 from askq.workers.consumer import BROKER_ERRORS, dead_letter_entry, dead_letter_raw
 
 log = structlog.get_logger("askq.transport")
