@@ -26,13 +26,13 @@ from rich.table import Table
 from askq.config.settings import load_settings
 from askq.core import keys
 from askq.core.connection import connect
-from askq.core.errors import AskqError
 from askq.core.health import check_health
 from askq.core.job import JobView
 from askq.core.redisserver import free_port
 from askq.core.stats import percentile, read_counters
-from askq.producers.cli import read_jobs_file
+from askq.errors import AskqError
 from askq.producers.client import Client
+from askq.producers.jobsfile import read_jobs_file
 from askq.stack import Stack
 
 console = Console(stderr=True)

@@ -51,7 +51,7 @@ class SleepRecorder:
 def write_job(client: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     """Create the job and its message exactly as SUBMIT does, with no check of the text."""
     payload = spec.model_dump(mode="json")
-    created = client.register_script(scripts.SUBMIT)(
+    created = scripts.register(client, "submit")(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS, keys.EXPIRIES],
         args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
               settings.queue])

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 
 from askq.config.settings import ApiSettings, ConsoleSettings, Settings
 from askq.core import keys
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
 from askq.core.redisserver import free_port
 from askq.producers.api import create_app
 from askq.producers.client import Client

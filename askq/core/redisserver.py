@@ -26,7 +26,7 @@ from types import TracebackType
 import psutil
 import redis
 
-from askq.core.errors import EmbeddedRedisError
+from askq.errors import EmbeddedRedisError
 
 STATE_FILE = "redis.json"
 # Process names of a server askq may have started (Valkey's, or Redis's where Valkey has no wheel).

@@ -17,9 +17,9 @@ import redis
 import redis.asyncio as aredis
 import structlog
 
+from askq.core.scripts import ScriptCall
 from askq.workers.breaker import recorded
 from askq.workers.cache import AnswerCache, CachedAnswer
-from askq.workers.queuedscript import ScriptCall
 
 log = structlog.get_logger("askq.ladder")
 

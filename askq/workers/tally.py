@@ -13,31 +13,15 @@ from collections.abc import Iterable
 
 import redis.asyncio as aredis
 
+from askq.core.scripts import QueuedScript, ScriptCall
 from askq.core.stats import Increment
-from askq.workers.queuedscript import QueuedScript, ScriptCall
-
-# KEYS: the hashes touched   ARGV: quadruples op, key index, field, amount
-# op: i = HINCRBY, f = HINCRBYFLOAT, e = EXPIRE (field unused, amount = seconds).
-_TALLY = """
-for i = 1, #ARGV, 4 do
-  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  if op == 'i' then
-    redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3])
-  elseif op == 'f' then
-    redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3])
-  else
-    redis.call('EXPIRE', key, ARGV[i + 3])
-  end
-end
-return #ARGV / 4
-"""
 
 
 class TallyScript:
     """Packs a job's increments into one run of the tally script."""
 
     def __init__(self, client: aredis.Redis) -> None:
-        self._script = QueuedScript(client, _TALLY)
+        self._script = QueuedScript(client, "tally")
 
     def call(self, increments: Iterable[Increment]) -> ScriptCall | None:
         """The increments as one script run (queued with the job's result write); None when empty."""

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from askq.core.deadletter import DeadLetter
-from askq.core.errors import InvalidJobError, JobNotFoundError
+from askq.errors import InvalidJobError, JobNotFoundError
 from askq.producers.client import Client
 from askq.producers.console import audit
 from askq.producers.console.session import Operator, csrf_ok, same_origin

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from askq.core import keys
-from askq.core.errors import JobNotFoundError
-from askq.core.job import DeadReason, job_id_for
+from askq.core.deadletter import DeadReason
+from askq.core.job import job_id_for
 from askq.core.liveness import list_workers
+from askq.errors import JobNotFoundError
 from askq.producers.console import audit, query
 from askq.producers.console.session import COOKIE, check_token, same_origin, session_cookie
 from askq.producers.console.web import HEADERS, client_of, first, form_of, guard, render

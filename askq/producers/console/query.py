@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from askq.core.deadletter import DeadLetter
-from askq.core.job import DeadReason, metadata_matches
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.job import metadata_matches
 
 MAX_FIELD_CHARS = 200  # of any filter field: longer is refused with a message, not scanned
 
