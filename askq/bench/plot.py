@@ -44,3 +44,27 @@ def draw(points: list[dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def draw_latency(points: list[dict[str, Any]], path: Path, latency_s: float) -> None:
+    """Queue wait and askq's overhead (p50, p99) against offered load: the open loop's hockey stick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(points, key=lambda p: p["offered_load_ratio"])
+    xs = [p["offered_load_ratio"] * 100 for p in ordered]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, style, label in (("overhead_p50_ms", "o-", "overhead p50"), ("overhead_p99_ms", "s-", "overhead p99"),
+                              ("wait_p99_ms", "^--", "queue wait p99")):
+        ax.plot(xs, [p[key] for p in ordered], style, label=label)
+    ax.set_xlabel("offered load, % of the capacity measured in the same run")
+    ax.set_ylabel("ms (overhead = end-to-end - provider latency)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"askq open loop (Poisson arrivals), simulator latency {latency_s:g} s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
