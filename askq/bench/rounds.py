@@ -51,14 +51,13 @@ class Rounds:
     rounds: list[dict[str, Figures]] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
 
-    def run(self, designs: list[tuple[Design, int]], count: int, timeout_s: Callable[[int], float],
-            say: Callable[[str], None]) -> None:
-        """`count` rounds; in each, every (design, jobs) gets one burst of that many jobs, in order."""
+    def run(self, designs: list[tuple[Design, int, float]], count: int, say: Callable[[str], None]) -> None:
+        """`count` rounds; in each, every (design, jobs, timeout_s) gets one burst of that many jobs, in order."""
         for n in range(count):
             row: dict[str, Figures] = {}
             self.loads.append(load())
-            for design, jobs in designs:
-                row[design.name] = f = design.burst(jobs, timeout_s(jobs))
+            for design, jobs, timeout_s in designs:
+                row[design.name] = f = design.burst(jobs, timeout_s)
                 say(f"round {n + 1}/{count} {design.name}: {f.jobs_per_s} jobs/s, {f.cpu_ms_per_job} ms CPU/job, "
                     f"load {load()}")
             self.loads.append(load())

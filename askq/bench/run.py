@@ -141,23 +141,24 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
         result: dict[str, Any] = {"latency_s": latency_s, "cores": os.cpu_count(), "rounds_n": rounds}
         console.print(f"{rounds} rounds of {jobs} jobs, {workers} workers x {concurrency}, L = {latency_s} s, "
                       f"load {load()} ...")
-        designs: list[tuple[Design, int]] = []
+        designs: list[tuple[Design, int, float]] = []
+        timeout = max(120.0, jobs / 20)
         try:
             mine = Askq(stack, client, workers, concurrency)
-            designs.append((mine, jobs))
+            designs.append((mine, jobs, timeout))
             if not skip_baselines:
                 designs.append((Baseline(stack, r, "bare", "threads", workers, concurrency,
-                                         warmup=workers * concurrency), jobs))
+                                         warmup=workers * concurrency), jobs, timeout))
                 if floor:
                     designs.append((Baseline(stack, r, "floor", "asyncio", workers, concurrency,
-                                             warmup=workers * concurrency), jobs))
+                                             warmup=workers * concurrency), jobs, timeout))
                 if textbook_jobs:
                     cores = os.cpu_count() or 1
                     designs.append((Baseline(stack, r, "textbook", "prefork", 1, cores, warmup=2 * cores),
-                                    textbook_jobs))
+                                    textbook_jobs, textbook_jobs * latency_s * 3 + 60))
             measured = Rounds()
-            measured.run(designs, rounds, lambda n: max(120.0, n * latency_s * 3 + 60, n / 20), console.print)
-            for design, _ in designs[1:]:
+            measured.run(designs, rounds, console.print)
+            for design, _, _ in designs[1:]:
                 design.stop()
             result |= measured.as_dict()
             for name in measured.names():
@@ -174,7 +175,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
                     draw_latency(points, plot.with_name(f"{plot.stem}-latency{plot.suffix}"), latency_s)
             mine.stop()
         finally:
-            for design, _ in designs:
+            for design, _, _ in designs:
                 design.stop()
         if plot is not None:
             from askq.bench.plot import sweep

@@ -43,7 +43,9 @@ async def answer(session: aiohttp.ClientSession, url: str, r: aredis.Redis, done
 async def consume(concurrency: int) -> None:
     queue = env("BENCH_QUEUE")
     url = env("BENCH_SIM_URL").rstrip("/") + "/chat/completions"
-    r = aredis.Redis.from_url(env("BENCH_REDIS_URL"))
+    # One connection per slot at most (askq's workers size their pool the same way), waited for, not refused.
+    r = aredis.Redis(connection_pool=aredis.BlockingConnectionPool.from_url(env("BENCH_REDIS_URL"),
+                                                                           max_connections=concurrency))
     # The fetch loop has its own connection: a blocking pop must not hold one the answers need.
     fetcher = aredis.Redis.from_url(env("BENCH_REDIS_URL"))
     slots = asyncio.Semaphore(concurrency)
