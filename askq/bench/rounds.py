@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from askq.bench.measure import ProcWatch
 from askq.bench.workload import Design, Figures
 
 # Figures whose median/min/max are reported per design.
@@ -50,6 +51,9 @@ class Rounds:
 
     rounds: list[dict[str, Figures]] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    # The simulator's CPU per job in each burst: the provider's share of the machine, not a design's.
+    sim_pid: int | None = None
+    sim_cpu: dict[str, list[float]] = field(default_factory=dict)
 
     def run(self, designs: list[tuple[Design, int, float]], count: int, say: Callable[[str], None]) -> None:
         """`count` rounds; in each, every (design, jobs, timeout_s) gets one burst of that many jobs, in order."""
@@ -57,9 +61,12 @@ class Rounds:
             row: dict[str, Figures] = {}
             self.loads.append(load())
             for design, jobs, timeout_s in designs:
+                sim = ProcWatch([self.sim_pid] if self.sim_pid else []).start()
                 row[design.name] = f = design.burst(jobs, timeout_s)
-                say(f"round {n + 1}/{count} {design.name}: {f.jobs_per_s} jobs/s, {f.cpu_ms_per_job} ms CPU/job, "
-                    f"load {load()}")
+                sim_ms = round(sim.stop() * 1000 / max(f.done, 1), 2)
+                self.sim_cpu.setdefault(design.name, []).append(sim_ms)
+                say(f"round {n + 1}/{count} {design.name}: {f.jobs_per_s} jobs/s, {f.cpu_ms_per_job} ms CPU/job "
+                    f"(simulator {sim_ms}), load {load()}")
             self.loads.append(load())
             self.rounds.append(row)
 
@@ -98,4 +105,5 @@ class Rounds:
             "ratios": {name: spread(values) for name, values in ratios.items()},
             **{name: round(statistics.median(values), 3) for name, values in ratios.items()},
             "load": {"min": min(self.loads, default=0.0), "max": max(self.loads, default=0.0)},
+            "sim_cpu_ms_per_job": {name: spread(values) for name, values in self.sim_cpu.items()},
         }

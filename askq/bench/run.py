@@ -41,15 +41,17 @@ class Askq(Design):
     """askq's workers, started and warmed up once (every slot used), timed per burst."""
 
     def __init__(self, stack: Stack, client: Client, workers: int, concurrency: int,
-                 warmup: int | None = None) -> None:
-        self.stack, self.client, self.name = stack, client, "askq"
+                 warmup: int | None = None, name: str = "askq", **env: str) -> None:
+        """env: extra environment for these workers, so a variant (a setting, a library) can be
+        measured against askq as it is, in the same rounds (askq/bench/rounds.py)."""
+        self.stack, self.client, self.name = stack, client, name
         self.workers, self.concurrency = workers, concurrency
         r = client.redis
-        r.delete(keys.WORKERS)
-        self.procs = [stack.start_worker(concurrency=concurrency, name=f"bench{i}-{time.time()}")
+        before = r.zcard(keys.WORKERS)
+        self.procs = [stack.start_worker(concurrency=concurrency, name=f"{name}{i}-{time.time()}", **env)
                       for i in range(workers)]
         try:
-            if not wait_until(lambda: r.zcard(keys.WORKERS) >= workers, 60):
+            if not wait_until(lambda: r.zcard(keys.WORKERS) >= before + workers, 60):
                 raise BenchError(f"askq workers did not start; see {stack.var_dir}")
             # The warm-up fills every slot once, so connection pools are full before the clock starts.
             count = warmup if warmup is not None else workers * concurrency
@@ -67,7 +69,7 @@ class Askq(Design):
         ids = client.submit_many([{"question": s.question} for s in specs])
         wait_until(lambda: client.store.pending_count() == 0, timeout_s, 0.05)
         cpu_s = watch.stop()
-        return figures("askq", self.workers, self.concurrency, jobs, t0, askq_timings(client.redis, ids), cpu_s,
+        return figures(self.name, self.workers, self.concurrency, jobs, t0, askq_timings(client.redis, ids), cpu_s,
                        watch.peak_rss_mb())
 
     def stop(self) -> None:
@@ -113,6 +115,21 @@ def render(rounds: Rounds, out: Console) -> None:
 QUICK_MAX_CPU_RATIO = 2.0
 
 
+def gross_regression(result: dict[str, Any]) -> str | None:
+    """What is grossly wrong with a run's figures (--quick), None if nothing: ratios only, never times."""
+    ratio = result.get("cpu_ratio_vs_bare")
+    if ratio is None:
+        return "no CPU ratio to the bare baseline was measured"
+    if ratio > QUICK_MAX_CPU_RATIO:
+        return (f"askq's CPU per job is {ratio:.2f}x the bare baseline's in this run (median of "
+                f"{result.get('rounds_n')} rounds), more than {QUICK_MAX_CPU_RATIO:g}x: a gross regression")
+    lost = [f"{name} {row[name]['done']}/{row[name]['jobs']}" for row in result.get("rounds", []) for name in row
+            if row[name]["done"] < row[name]["jobs"]]
+    if lost:
+        return f"bursts did not finish: {', '.join(lost)} jobs answered"
+    return None
+
+
 def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, workers: int = 2,
               textbook_jobs: int = 40, skip_baselines: bool = False, submit_only: bool = False,
               plot: Path | None = None, as_json: bool = False, var_dir: Path | None = None,
@@ -156,7 +173,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
                     cores = os.cpu_count() or 1
                     designs.append((Baseline(stack, r, "textbook", "prefork", 1, cores, warmup=2 * cores),
                                     textbook_jobs, textbook_jobs * latency_s * 3 + 60))
-            measured = Rounds()
+            measured = Rounds(sim_pid=stack.sim.pid if stack.sim else None)
             measured.run(designs, rounds, console.print)
             for design, _, _ in designs[1:]:
                 design.stop()
@@ -190,10 +207,10 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
     if as_json:
         print(json.dumps(result, sort_keys=True))
     if quick:
-        ratio = float(result.get("cpu_ratio_vs_bare", 0.0))
-        if ratio > QUICK_MAX_CPU_RATIO:
-            console.print(f"askq bench --quick: askq's CPU per job is {ratio:.2f}x the bare baseline's in this run "
-                          f"(median of {rounds} rounds), more than {QUICK_MAX_CPU_RATIO:g}x: a gross regression")
+        problem = gross_regression(result)
+        if problem:
+            console.print(f"askq bench --quick: {problem}")
             return 1
-        console.print(f"askq bench --quick: askq CPU per job {ratio:.2f}x bare (fails above {QUICK_MAX_CPU_RATIO:g}x)")
+        console.print(f"askq bench --quick: askq's CPU per job is {result['cpu_ratio_vs_bare']:.2f}x bare's "
+                      f"(fails above {QUICK_MAX_CPU_RATIO:g}x)")
     return 0
