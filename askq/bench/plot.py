@@ -12,15 +12,22 @@ LEVELS = (25, 50, 100, 200, 400)
 
 
 def sweep(stack: Stack, client: Client, workers: int, path: Path, jobs: int = 1000,
-          levels: tuple[int, ...] = LEVELS) -> list[dict[str, Any]]:
-    """Run askq at each concurrency level (per worker), draw the plot at `path`, return the points."""
+          levels: tuple[int, ...] = LEVELS, latency_s: float = 1.0) -> list[dict[str, Any]]:
+    """Run askq at each concurrency level (per worker), draw the plot at `path`, return the points.
+
+    Each point says what bounds it: the slots (jobs in flight / L) and the CPU the workers used
+    (jobs/s x CPU per job, in cores); where jobs/s falls below the slot bound, the CPU is the limit.
+    """
+    from askq.bench.rounds import load
     from askq.bench.run import run_askq
 
     points = []
     for level in levels:
         f = run_askq(stack, client, workers, level, jobs, timeout_s=max(120.0, jobs / 10))
-        points.append({"concurrency": level * workers, "jobs_per_s": f.jobs_per_s, "p99_s": f.p99_s,
-                       "cpu_ms_per_job": f.cpu_ms_per_job})
+        points.append({"concurrency": level * workers, "per_worker": level, "jobs_per_s": f.jobs_per_s,
+                       "p99_s": f.p99_s, "cpu_ms_per_job": f.cpu_ms_per_job,
+                       "slot_bound_jobs_per_s": round(level * workers / latency_s, 1),
+                       "worker_cores": round(f.jobs_per_s * f.cpu_ms_per_job / 1000, 2), "load": load()})
     draw(points, path)
     return points
 
@@ -34,7 +41,11 @@ def draw(points: list[dict[str, Any]], path: Path) -> None:
     xs = [p["concurrency"] for p in points]
     fig, left = plt.subplots(figsize=(7, 4))
     left.plot(xs, [p["jobs_per_s"] for p in points], "o-", color="tab:blue", label="jobs/s")
-    left.set_xlabel("jobs in flight (workers x concurrency)")
+    if all("slot_bound_jobs_per_s" in p for p in points):
+        left.plot(xs, [p["slot_bound_jobs_per_s"] for p in points], ":", color="tab:gray",
+                  label="slot bound (in flight / L)")
+        left.legend(loc="upper left")
+    left.set_xlabel("jobs in flight, total (workers x concurrency per worker)")
     left.set_ylabel("throughput, jobs/s", color="tab:blue")
     right = left.twinx()
     right.plot(xs, [p["p99_s"] for p in points], "s--", color="tab:red", label="p99 s")

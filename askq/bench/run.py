@@ -197,7 +197,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
         if plot is not None:
             from askq.bench.plot import sweep
 
-            result["sweep"] = sweep(stack, client, workers, plot, jobs=min(jobs, 1000))
+            result["sweep"] = sweep(stack, client, workers, plot, jobs=min(jobs, 1000), latency_s=latency_s)
         client.close()
         r.close()
     result |= {"jobs_per_s": result["askq"]["jobs_per_s"], "p99_s": result["askq"]["p99_s"],
