@@ -13,15 +13,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from askq.bench.measure import ProcWatch, wait_until
-from askq.bench.workload import askq_timings, make_specs
+from askq.bench.measure import ProcWatch
+from askq.bench.workload import Design, make_specs
 from askq.core.errors import BenchError
 from askq.core.stats import percentile
-
-if TYPE_CHECKING:  # run.py imports this module lazily
-    from askq.bench.run import Askq
 
 # Long enough for a stable p99, short enough to keep a run bounded.
 TARGET_S = 20.0
@@ -54,9 +51,8 @@ def arrivals(rate: float, count: int, rng: random.Random) -> list[float]:
     return out
 
 
-def one_rate(design: Askq, rate: float, count: int, latency_s: float, seed: int = 7) -> dict[str, Any]:
+def one_rate(design: Design, rate: float, count: int, latency_s: float, seed: int = 7) -> dict[str, Any]:
     """Submit `count` jobs at Poisson moments of mean `rate`, wait for them, return the figures."""
-    client = design.client
     specs = make_specs(count, f"open{rate}-{time.time()}")
     plan = arrivals(rate, count, random.Random(seed))
     watch = ProcWatch([p.pid for p in design.procs]).start()
@@ -69,11 +65,11 @@ def one_rate(design: Askq, rate: float, count: int, latency_s: float, seed: int 
             time.sleep(delay)
         else:
             lag = max(lag, -delay)
-        ids.append(client.submit(spec.question))
+        ids.append(design.submit_one(spec))
     sent_s = time.perf_counter() - t0
-    wait_until(lambda: client.store.pending_count() == 0, max(120.0, count / max(rate, 1) * 3), 0.05)
+    design.wait_done(count, max(120.0, count / max(rate, 1) * 3))
     cpu_s = watch.stop()
-    timings = askq_timings(client.redis, ids)
+    timings = design.timings(ids)
     e2e = [f - c for c, _, f in timings]
     wait = [max(0.0, s - c) for c, s, _ in timings]
     overhead = [max(0.0, x - latency_s) for x in e2e]
@@ -91,7 +87,7 @@ def one_rate(design: Askq, rate: float, count: int, latency_s: float, seed: int 
     }
 
 
-def open_loop(design: Askq, rates: list[str], capacity: float, latency_s: float, max_jobs: int,
+def open_loop(design: Design, rates: list[str], capacity: float, latency_s: float, max_jobs: int,
               say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Every --rate in turn on askq's warm workers; capacity is askq's median jobs/s of the same run."""
     points = []

@@ -26,6 +26,7 @@ from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.connection import connect
 from askq.core.errors import BenchError
+from askq.core.job import JobSpec
 from askq.producers.client import Client
 from askq.stack import Stack, default_providers
 
@@ -71,6 +72,15 @@ class Askq(Design):
         cpu_s = watch.stop()
         return figures(self.name, self.workers, self.concurrency, jobs, t0, askq_timings(client.redis, ids), cpu_s,
                        watch.peak_rss_mb())
+
+    def submit_one(self, spec: JobSpec) -> str:
+        return self.client.submit(spec.question)
+
+    def wait_done(self, count: int, timeout_s: float) -> None:
+        wait_until(lambda: self.client.store.pending_count() == 0, timeout_s, 0.05)
+
+    def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
+        return askq_timings(self.client.redis, ids)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -176,7 +186,8 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
             measured = Rounds(sim_pid=stack.sim.pid if stack.sim else None)
             measured.run(designs, rounds, console.print)
             for design, _, _ in designs[1:]:
-                design.stop()
+                if design.name != "floor" or not rates:
+                    design.stop()
             result |= measured.as_dict()
             for name in measured.names():
                 result[name] = measured.median_figures(name)
@@ -186,6 +197,13 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
                 capacity = float(result["askq"]["jobs_per_s"])
                 result["open_loop"] = points = open_loop(mine, rates, capacity, latency_s, jobs, console.print)
                 result |= {k: points[0][k] for k in ("overhead_p50_ms", "overhead_p99_ms", "offered_load_ratio")}
+                # The floor at the first rate: what the machine itself adds (scheduling, the
+                # simulator, Redis) to a job that carries no queue's bookkeeping.
+                floors = [d for d, _, _ in designs if d.name == "floor"]
+                if floors:
+                    result["open_loop_floor"] = open_loop(floors[0], rates[:1], capacity, latency_s, jobs,
+                                                          console.print)
+                    floors[0].stop()
                 if plot is not None:
                     from askq.bench.plot import draw_latency
 

@@ -112,6 +112,18 @@ class Design:
     def burst(self, jobs: int, timeout_s: float) -> Figures:
         raise NotImplementedError
 
+    def submit_one(self, spec: JobSpec) -> str:
+        """Enqueue one job (the open loop's arrivals); its id."""
+        raise NotImplementedError
+
+    def wait_done(self, count: int, timeout_s: float) -> None:
+        """Wait until the `count` jobs submitted one by one since the last call are answered."""
+        raise NotImplementedError
+
+    def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
+        """(created, started, finished) of these answered jobs."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -125,6 +137,7 @@ class Baseline(Design):
         self.workers, self.concurrency = workers, concurrency
         self.queue = queue or f"{BASELINE_QUEUE}.{module}"
         self.done = done_key(self.queue)
+        self._open = False
         r.delete(self.done, ready_key(self.queue), self.queue)
         self.procs = [start_baseline(stack, module, pool, concurrency, i, self.queue) for i in range(workers)]
         try:
@@ -146,6 +159,21 @@ class Baseline(Design):
         cpu_s = watch.stop()
         return figures(self.name, self.workers, self.concurrency, jobs, t0, baseline_timings(r, self.queue), cpu_s,
                        watch.peak_rss_mb())
+
+    def submit_one(self, spec: JobSpec) -> str:
+        if not self._open:
+            self.r.delete(self.done)
+            self._open = True
+        fresh = JobSpec.new(spec.question, [], None, None)  # created now, at its arrival, as askq's submit does
+        push_baseline(self.r, f"bench.{self.module}", [fresh], self.queue)
+        return fresh.id
+
+    def wait_done(self, count: int, timeout_s: float) -> None:
+        wait_until(lambda: self.r.llen(self.done) >= count, timeout_s, 0.05)
+        self._open = False
+
+    def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
+        return baseline_timings(self.r, self.queue)
 
     def stop(self) -> None:
         for proc in self.procs:
