@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open loop: Poisson arrivals at R jobs/s, or R%% of the capacity measured in the same run "
                         "(repeatable: --rate 50%% --rate 80%%)")
     p.add_argument("--quick", action="store_true",
-                   help="a few seconds, askq against bare; exit 1 if askq's CPU per job is over 2x bare's")
+                   help="a few seconds, askq against bare and the floor; exit 1 if askq's CPU/job is over 2x bare's")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_bench)
 

@@ -38,9 +38,10 @@ def test_quick_bench_passes_on_ratios_and_reports_every_round(tmp_path: Path) ->
     # Every round ran both designs to the last job, interleaved.
     assert len(result["rounds"]) == 3
     for row in result["rounds"]:
-        assert sorted(row) == ["askq", "bare"]
+        assert sorted(row) == ["askq", "bare", "floor"]
         assert all(f["done"] == f["jobs"] == 300 for f in row.values())
     assert result["cpu_ratio_vs_bare"] <= 2.0
+    assert result["cpu_ratio_vs_floor"] > 0 and result["jobs_per_s_ratio_vs_floor"] > 0
     ratios = result["ratios"]["cpu_ratio_vs_bare"]
     assert ratios["min"] <= result["cpu_ratio_vs_bare"] == ratios["median"] <= ratios["max"]
     # The keys --json always had are still there.
