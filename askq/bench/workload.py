@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from askq.bench.baselines import DONE_KEY, READY_KEY
+from askq.bench.baselines import done_key, ready_key
 from askq.bench.measure import ProcWatch, wait_until
 from askq.core import keys, message
 from askq.core.job import JobSpec
@@ -74,53 +74,124 @@ def figures(name: str, workers: int, concurrency: int, jobs: int, t0: float, tim
     )
 
 
-def push_baseline(r: redis.Redis, task: str, specs: list[JobSpec]) -> None:
+def push_baseline(r: redis.Redis, task: str, specs: list[JobSpec], queue: str = BASELINE_QUEUE) -> None:
     """Enqueue jobs for a baseline: askq's own message, under the baseline's task name, pipelined."""
     pipe = r.pipeline(transaction=False)
     for spec in specs:
-        envelope = json.loads(message.build(BASELINE_QUEUE, spec.model_dump(mode="json"), dispatch=1))
+        envelope = json.loads(message.build(queue, spec.model_dump(mode="json"), dispatch=1))
         envelope["headers"]["task"] = task
-        pipe.lpush(BASELINE_QUEUE, json.dumps(envelope))
+        pipe.lpush(queue, json.dumps(envelope))
     pipe.execute()
 
 
-def start_baseline(stack: Stack, module: str, pool: str, concurrency: int, index: int) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "celery", "-A", f"askq.bench.baselines.{module}", "worker", "--pool", pool,
-            "--concurrency", str(concurrency), "--queues", BASELINE_QUEUE, "--loglevel", "warning",
-            "--without-gossip", "--without-mingle", "--hostname", f"{module}{index}@%h"]
-    env = stack.env(BENCH_REDIS_URL=stack.redis_url or "", BENCH_SIM_URL=stack.sim_url, BENCH_QUEUE=BASELINE_QUEUE)
+def start_baseline(stack: Stack, module: str, pool: str, concurrency: int, index: int,
+                   queue: str = BASELINE_QUEUE) -> subprocess.Popen[bytes]:
+    if module == "floor":
+        args = [sys.executable, "-m", "askq.bench.baselines.floor", "--concurrency", str(concurrency)]
+    else:
+        args = [sys.executable, "-m", "celery", "-A", f"askq.bench.baselines.{module}", "worker", "--pool", pool,
+                "--concurrency", str(concurrency), "--queues", queue, "--loglevel", "warning",
+                "--without-gossip", "--without-mingle", "--hostname", f"{module}{index}@%h"]
+    env = stack.env(BENCH_REDIS_URL=stack.redis_url or "", BENCH_SIM_URL=stack.sim_url, BENCH_QUEUE=queue)
     proc = stack.spawn(f"{module}{index}", args, env)
     stack.workers.append(proc)
     return proc
 
 
-def baseline_timings(r: redis.Redis) -> list[tuple[float, float, float]]:
-    rows = [json.loads(x) for x in r.lrange(DONE_KEY, 0, -1)]
+def baseline_timings(r: redis.Redis, queue: str = BASELINE_QUEUE) -> list[tuple[float, float, float]]:
+    rows = [json.loads(x) for x in r.lrange(done_key(queue), 0, -1)]
     return [(float(x["created"]), float(x["started"]), float(x["finished"])) for x in rows]
+
+
+class Design:
+    """One design's worker processes, kept up while the bench gives them bursts in turn."""
+
+    name: str
+    procs: list[subprocess.Popen[bytes]]
+
+    def burst(self, jobs: int, timeout_s: float) -> Figures:
+        raise NotImplementedError
+
+    def submit_one(self, spec: JobSpec) -> str:
+        """Enqueue one job (the open loop's arrivals); its id."""
+        raise NotImplementedError
+
+    def wait_done(self, count: int, timeout_s: float) -> None:
+        """Wait until the `count` jobs submitted one by one since the last call are answered."""
+        raise NotImplementedError
+
+    def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
+        """(created, started, finished) of these answered jobs."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class Baseline(Design):
+    """A baseline's workers on their own queue: started and warmed up once, timed per burst."""
+
+    def __init__(self, stack: Stack, r: redis.Redis, module: str, pool: str, workers: int, concurrency: int,
+                 warmup: int = 10, queue: str | None = None) -> None:
+        self.stack, self.r, self.name, self.module = stack, r, module, module
+        self.workers, self.concurrency = workers, concurrency
+        self.queue = queue or f"{BASELINE_QUEUE}.{module}"
+        self.done = done_key(self.queue)
+        self._open = False
+        r.delete(self.done, ready_key(self.queue), self.queue)
+        self.procs = [start_baseline(stack, module, pool, concurrency, i, self.queue) for i in range(workers)]
+        try:
+            if not wait_until(lambda: r.scard(ready_key(self.queue)) >= workers, 60):
+                raise BenchError(f"baseline {module} workers did not start; see {stack.var_dir}")
+            push_baseline(r, f"bench.{module}", make_specs(warmup, f"warm-{module}-{time.time()}"), self.queue)
+            wait_until(lambda: r.llen(self.done) >= warmup, 60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def burst(self, jobs: int, timeout_s: float) -> Figures:
+        r = self.r
+        r.delete(self.done)
+        watch = ProcWatch([p.pid for p in self.procs]).start()
+        t0 = time.time()
+        push_baseline(r, f"bench.{self.module}", make_specs(jobs, f"{self.module}{t0}"), self.queue)
+        wait_until(lambda: r.llen(self.done) >= jobs, timeout_s, 0.05)
+        cpu_s = watch.stop()
+        return figures(self.name, self.workers, self.concurrency, jobs, t0, baseline_timings(r, self.queue), cpu_s,
+                       watch.peak_rss_mb())
+
+    def submit_one(self, spec: JobSpec) -> str:
+        if not self._open:
+            self.r.delete(self.done)
+            self._open = True
+        fresh = JobSpec.new(spec.question, [], None, None)  # created now, at its arrival, as askq's submit does
+        push_baseline(self.r, f"bench.{self.module}", [fresh], self.queue)
+        return fresh.id
+
+    def wait_done(self, count: int, timeout_s: float) -> None:
+        wait_until(lambda: self.r.llen(self.done) >= count, timeout_s, 0.05)
+        self._open = False
+
+    def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
+        return baseline_timings(self.r, self.queue)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            self.stack.kill_worker(proc, 15)
+            if proc in self.stack.workers:
+                self.stack.workers.remove(proc)
+        self.procs = []
+        self.r.delete(self.queue, self.done, ready_key(self.queue))
 
 
 def run_baseline(stack: Stack, r: redis.Redis, module: str, pool: str, workers: int, concurrency: int,
                  jobs: int, timeout_s: float, warmup: int = 10) -> Figures:
     """Start a baseline's workers, warm them up, time `jobs` jobs, stop them."""
-    r.delete(DONE_KEY, READY_KEY, BASELINE_QUEUE)
-    procs = [start_baseline(stack, module, pool, concurrency, i) for i in range(workers)]
+    design = Baseline(stack, r, module, pool, workers, concurrency, warmup, queue=BASELINE_QUEUE)
     try:
-        if not wait_until(lambda: r.scard(READY_KEY) >= workers, 60):
-            raise BenchError(f"baseline {module} workers did not start; see {stack.var_dir}")
-        push_baseline(r, f"bench.{module}", make_specs(warmup, f"warm-{module}"))
-        wait_until(lambda: r.llen(DONE_KEY) >= warmup, 60)
-        r.delete(DONE_KEY)
-        watch = ProcWatch([p.pid for p in procs]).start()
-        t0 = time.time()
-        push_baseline(r, f"bench.{module}", make_specs(jobs, module))
-        wait_until(lambda: r.llen(DONE_KEY) >= jobs, timeout_s, 0.2)
-        cpu_s = watch.stop()
-        return figures(module, workers, concurrency, jobs, t0, baseline_timings(r), cpu_s, watch.peak_rss_mb())
+        return design.burst(jobs, timeout_s)
     finally:
-        for proc in procs:
-            stack.kill_worker(proc, 15)
-            stack.workers.remove(proc)
-        r.delete(BASELINE_QUEUE)
+        design.stop()
 
 
 def askq_timings(r: redis.Redis, ids: list[str]) -> list[tuple[float, float, float]]:

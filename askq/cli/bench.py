@@ -24,7 +24,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
                      textbook_jobs=args.textbook_jobs, skip_baselines=args.skip_baselines,
-                     submit_only=args.submit_only, plot=args.plot, as_json=args.json)
+                     submit_only=args.submit_only, plot=args.plot, as_json=args.json, rounds=args.rounds,
+                     quick=args.quick, rates=args.rate)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -54,7 +55,14 @@ def add_bench(sub: Any) -> None:
                    help="HTTP API: --callers concurrent long-polls of --wait s, and /healthz meanwhile")
     p.add_argument("--callers", type=positive_int, default=2000, help="long-polling callers (default 2000)")
     p.add_argument("--wait", type=float, default=15.0, help="each long-poll's wait, seconds (default 15)")
-    p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here")
+    p.add_argument("--plot", type=Path, help="also sweep concurrency and draw a PNG here (and, with --rate, "
+                   "latency against offered load beside it, <name>-latency.png)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds of every design (default 3)")
+    p.add_argument("--rate", action="append", metavar="R",
+                   help="open loop: Poisson arrivals at R jobs/s, or R%% of the capacity measured in the same run "
+                        "(repeatable: --rate 50%% --rate 80%%)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few seconds, askq against bare and the floor; exit 1 if askq's CPU/job is over 2x bare's")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.set_defaults(func=cmd_bench)
 

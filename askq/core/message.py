@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,16 +28,22 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 
 def task_id(job_id: str, dispatch: int) -> str:
     """Celery task id of one dispatch of a job: readable in Flower, unique per message."""
-    return f"{job_id}.{dispatch}.{uuid.uuid4().hex[:8]}"
+    return f"{job_id}.{dispatch}.{os.urandom(4).hex()}"
 
 
-def build(queue: str, job: dict[str, Any], dispatch: int) -> str:
-    """The JSON text to LPUSH onto the queue list for one dispatch of a job."""
+_EMBED = '{"callbacks":null,"errbacks":null,"chain":null,"chord":null}'
+
+
+def build(queue: str, job: dict[str, Any], dispatch: int, job_text: str | None = None) -> str:
+    """The JSON text to LPUSH onto the queue list for one dispatch of a job.
+
+    job_text: the job already encoded as compact JSON (a producer has it for the job hash), so
+    it is not encoded twice; the body is the very text json.dumps would give.
+    """
     tid = task_id(str(job.get("id")), dispatch)
-    body = json.dumps(
-        [[], {"job": job, "dispatch": dispatch}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
-        separators=(",", ":"),
-    )
+    if job_text is None:
+        job_text = json.dumps(job, separators=(",", ":"))
+    body = f'[[],{{"job":{job_text},"dispatch":{int(dispatch)}}},{_EMBED}]'
     envelope = {
         "body": base64.b64encode(body.encode()).decode(),
         "content-encoding": "utf-8",
@@ -69,7 +74,7 @@ def build(queue: str, job: dict[str, Any], dispatch: int) -> str:
             "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
-            "delivery_tag": uuid.uuid4().hex,
+            "delivery_tag": os.urandom(16).hex(),  # uuid4's 32 hex digits, without building a UUID
         },
     }
     return json.dumps(envelope, separators=(",", ":"))

@@ -46,10 +46,11 @@ class JobStore:
         )
         check_callback(spec, self.settings.callbacks.allowed_hosts)
         payload = spec.model_dump(mode="json")
-        msg = message.build(self.settings.queue, payload, dispatch=1)
+        text = payload_text(payload)
+        msg = message.build(self.settings.queue, payload, dispatch=1, job_text=text)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS, keys.EXPIRIES]
         expiry = ["" if v is None else repr(v) for v in (spec.expires_at, spec.ttl_s)]
-        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue, *expiry]
+        return job_keys, [text, msg, time.time(), spec.id, self.settings.queue, *expiry]
 
     def submit(self, spec: JobSpec) -> bool:
         """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""

@@ -1,7 +1,8 @@
-"""The two designs askq is measured against, as real Celery apps started with `celery -A ... worker`.
+"""The designs askq is measured against: two real Celery apps (`celery -A ... worker`) and a floor.
 
 textbook: prefork pool, concurrency = cores, a plain task running a LangChain chain synchronously.
 bare: the thread pool askq uses, a task calling the openai SDK directly, no bookkeeping at all.
+floor: no Celery, no LangChain, one asyncio loop (`floor.py`, `python -m askq.bench.baselines.floor`).
 
 Both take the message askq's producers build (kwargs `job`, `dispatch`) under their own task
 name, and append one timing record per job to a Redis list so the bench reads them like askq's.
@@ -20,12 +21,21 @@ import redis
 from celery import Celery
 from celery.signals import worker_ready
 
-DONE_KEY = "bench:done"  # LIST of JSON timing records, one per finished baseline job
-READY_KEY = "bench:ready"  # SET of pids of baseline workers that are consuming
+# Each baseline consumes its own queue, so several can stay up while the bench interleaves them.
+DONE_KEY = "bench:done"  # + ":<queue>": LIST of JSON timing records, one per finished baseline job
+READY_KEY = "bench:ready"  # + ":<queue>": SET of pids of baseline workers that are consuming
 SYSTEM = (
     "You are a helpful customer-service assistant. Answer the customer's question clearly and "
     "politely, using the context documents when they are relevant."
 )
+
+def done_key(queue: str) -> str:
+    return f"{DONE_KEY}:{queue}"
+
+
+def ready_key(queue: str) -> str:
+    return f"{READY_KEY}:{queue}"
+
 
 def env(name: str) -> str:
     value = os.environ.get(name)
@@ -65,9 +75,9 @@ def record(job: dict[str, Any], started: float, ok: bool) -> None:
     """Append the job's timings (created, started, finished) to the bench's list."""
     entry = {"id": job.get("id"), "created": job.get("created"), "started": started,
              "finished": time.time(), "ok": ok}
-    _redis().rpush(DONE_KEY, json.dumps(entry))
+    _redis().rpush(done_key(env("BENCH_QUEUE")), json.dumps(entry))
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _ready(**_: Any) -> None:
-    _redis().sadd(READY_KEY, os.getpid())
+    _redis().sadd(ready_key(env("BENCH_QUEUE")), os.getpid())
