@@ -14,11 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PARTS = ("config", "core", "producers", "workers", "sim", "bench")
+PARTS = ("config", "broker", "core", "producers", "workers", "sim", "bench")
 # part -> parts it must never import
 FORBIDDEN = {
     # config may use core.errors (the one exception root) and nothing else of core; checked below.
-    "config": {"producers", "workers", "app", "sim", "bench"},
+    "config": {"broker", "producers", "workers", "app", "sim", "bench"},
+    # broker (kombu's and Celery's wire format and internals) sits under core: the job store
+    # enqueues. Like config, it may use core.errors and nothing else of core; checked below.
+    "broker": {"producers", "workers", "app", "sim", "bench"},
     "core": {"producers", "workers", "app", "sim", "bench"},
     "producers": {"workers", "app", "bench"},
     "workers": {"producers", "app", "bench"},
@@ -88,6 +91,32 @@ def test_config_uses_only_the_error_root_of_core() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("askq.core"):
                 assert node.module == "askq.core.errors", f"{path.name} imports {node.module}"
+
+
+def test_broker_uses_only_the_error_root_of_core() -> None:
+    for path in sorted((ROOT / "askq" / "broker").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("askq.core"):
+                assert node.module == "askq.core.errors", f"{path.name} imports {node.module}"
+            if isinstance(node, ast.ImportFrom) and node.module == "askq.core":
+                raise AssertionError(f"{path.name} imports from askq.core")
+
+
+def test_kombu_is_imported_only_by_the_broker_package() -> None:
+    """kombu's internals change between minor releases: one package knows them (askq/broker/)."""
+    offenders = []
+    for path in sorted([*(ROOT / "askq").rglob("*.py")]):
+        if "kombu" in top_level_imports(path) and path.parent != ROOT / "askq" / "broker":
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_kombu_unacked_keys_are_named_only_by_the_broker_package() -> None:
+    """kombu's own Redis keys (its unacked bookkeeping) are spelled out in askq/broker/keys.py only."""
+    literal = re.compile(r"""["'](unacked|unacked_index|unacked_mutex|_kombu\.binding\.)["']""")
+    offenders = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "askq").rglob("*.py"))
+                 if path != ROOT / "askq" / "broker" / "keys.py" and literal.search(path.read_text())]
+    assert offenders == []
 
 
 def test_redis_key_names_live_in_keys_module() -> None:

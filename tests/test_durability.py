@@ -13,8 +13,10 @@ from typing import Any
 
 import redis
 
+from askq.broker import envelope
+from askq.broker import keys as broker_keys
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.job import DeadReason, JobState
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
@@ -150,12 +152,12 @@ def test_reserved_but_unclaimed_message_of_a_dead_worker_is_restored_fast(
     entry = r.rpop(settings.queue)
     assert entry is not None
     tag = json.loads(entry)["properties"]["delivery_tag"]
-    r.hset(keys.KOMBU_UNACKED, tag, json.dumps([json.loads(entry), "", settings.queue]))
-    r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
+    r.hset(broker_keys.UNACKED, tag, json.dumps([json.loads(entry), "", settings.queue]))
+    r.zadd(broker_keys.UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
     assert Reaper(r, settings).sweep()["restored"] == 1
-    assert not r.hexists(keys.KOMBU_UNACKED, tag)
+    assert not r.hexists(broker_keys.UNACKED, tag)
     assert r.llen(settings.queue) == 1
-    assert message.locate(json.dumps([json.loads(str(r.lindex(settings.queue, 0))), "", ""])) == (job_id, 2)
+    assert envelope.locate(json.dumps([json.loads(str(r.lindex(settings.queue, 0))), "", ""])) == (job_id, 2)
     # A second sweep finds nothing to do: the restore happens once.
     assert Reaper(r, settings).sweep()["restored"] == 0
     stack.start_worker(concurrency=2)
@@ -170,10 +172,10 @@ def test_stale_unacked_entry_of_a_job_that_moved_on_is_dropped(settings: Setting
     entry = json.loads(str(r.rpop(settings.queue)))
     r.hset(keys.job(job_id), "dispatch", 2)  # the job was re-enqueued since this message
     tag = entry["properties"]["delivery_tag"]
-    r.hset(keys.KOMBU_UNACKED, tag, json.dumps([entry, "", settings.queue]))
-    r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
+    r.hset(broker_keys.UNACKED, tag, json.dumps([entry, "", settings.queue]))
+    r.zadd(broker_keys.UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
     assert Reaper(r, settings).sweep()["dropped"] == 1
-    assert r.llen(settings.queue) == 0 and not r.hexists(keys.KOMBU_UNACKED, tag)
+    assert r.llen(settings.queue) == 0 and not r.hexists(broker_keys.UNACKED, tag)
 
 
 def test_reaper_never_poisons_a_fresh_claim(settings: Settings, r: redis.Redis) -> None:
@@ -242,7 +244,7 @@ def test_queued_job_whose_message_was_lost_in_flight_is_resent(settings: Setting
         r.zadd(keys.PENDING, {job_id: past})
     # A worker popped the message (BRPOP) and died before kombu recorded it as unacked.
     popped = r.rpop(settings.queue)
-    assert popped is not None and message.locate(json.dumps([json.loads(popped), "", ""])) == (vanished, 1)
+    assert popped is not None and envelope.locate(json.dumps([json.loads(popped), "", ""])) == (vanished, 1)
     assert Reaper(r, settings).sweep()["resent"] == 1
     assert r.hget(keys.job(vanished), "dispatch") == "2" and r.hget(keys.job(waiting), "dispatch") == "1"
     assert r.llen(settings.queue) == 2

@@ -7,8 +7,9 @@ import time
 
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
@@ -19,7 +20,7 @@ from tests.conftest import Sim, wait_for, wait_workers
 def _queued_on(r: redis.Redis, queue: str) -> list[tuple[str, int]]:
     import json
 
-    return [found for raw in r.lrange(queue, 0, -1) if (found := message.locate_envelope(json.loads(raw)))]
+    return [found for raw in r.lrange(queue, 0, -1) if (found := envelope.locate_envelope(json.loads(raw)))]
 
 
 def test_lost_message_sweep_resends_to_the_jobs_own_queue(settings: Settings, r: redis.Redis) -> None:

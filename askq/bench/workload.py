@@ -14,7 +14,8 @@ import redis
 
 from askq.bench.baselines import DONE_KEY, READY_KEY
 from askq.bench.measure import ProcWatch, wait_until
-from askq.core import keys, message
+from askq.broker import envelope
+from askq.core import keys
 from askq.core.errors import BenchError
 from askq.core.job import JobSpec
 from askq.core.stats import percentile
@@ -78,9 +79,9 @@ def push_baseline(r: redis.Redis, task: str, specs: list[JobSpec]) -> None:
     """Enqueue jobs for a baseline: askq's own message, under the baseline's task name, pipelined."""
     pipe = r.pipeline(transaction=False)
     for spec in specs:
-        envelope = json.loads(message.build(BASELINE_QUEUE, spec.model_dump(mode="json"), dispatch=1))
-        envelope["headers"]["task"] = task
-        pipe.lpush(BASELINE_QUEUE, json.dumps(envelope))
+        env = json.loads(envelope.build(BASELINE_QUEUE, spec.model_dump(mode="json"), dispatch=1))
+        env["headers"]["task"] = task
+        pipe.lpush(BASELINE_QUEUE, json.dumps(env))
     pipe.execute()
 
 

@@ -11,9 +11,10 @@ from typing import Any, cast
 import redis
 from pydantic import BaseModel, ConfigDict
 
+from askq.broker import envelope
 from askq.config.logging import scrub
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts
+from askq.core import keys, scripts
 from askq.core.errors import JobNotFoundError
 from askq.core.job import DeadReason, payload_text
 
@@ -210,7 +211,7 @@ class DeadLetterQueue:
         dispatch, recorded = self.redis.hmget(keys.job(record.id), ["dispatch", "queue"])
         # Back to the queue it was submitted to (this client's own when none was recorded).
         queue = str(recorded or self.settings.queue)
-        msg = message.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
+        msg = envelope.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
         outcome = self._replay(
             keys=[keys.job(record.id), queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
             args=[int(dispatch or 0), msg, time.time(), record.id, payload_text(record.payload),

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from askq.broker.queues import queue_depth
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.errors import AskqError, InvalidJobError, JobNotFoundError
@@ -364,7 +365,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     pipe = client.redis.pipeline(transaction=False)
     for name in names:
         pipe.hget(keys.breaker(name), "state")
-    pipe.llen(client.settings.queue)
+    queue_depth(pipe, client.settings.queue)
     *states, depth = pipe.execute()
     console_out = Console()
     console_out.print(jobs_table(counters, client.store.pending_count(), int(depth), client.dlq.count()))

@@ -1,6 +1,6 @@
 """The answer task: parse the message, bind log context, hand the job to the runtime.
 
-One task name, two forms of message (core.message.parse_arguments): askq's own, naming a stored
+One task name, two forms of message (askq.broker.envelope.parse_arguments): askq's own, naming a stored
 job and its dispatch, which is run; and another service's submission (a plain Celery
 `send_task` carrying only a producer's fields), which becomes a job exactly as a submission
 through the client does (askq/core/scripts.py SUBMIT: the job record and its own first message in
@@ -18,15 +18,17 @@ import structlog
 from celery import Task
 from celery.exceptions import Reject
 
+from askq.broker.envelope import TASK_NAME, parse_arguments
 from askq.core import keys
 from askq.core.deadletter import MAX_RAW_CHARS
 from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason, JobRequest, check_limits
-from askq.core.message import TASK_NAME, parse_arguments, parse_job, parse_submission, submitted_spec
+from askq.core.job import DeadReason, JobRequest, JobSpec, check_limits
+from askq.core.message import parse_job, parse_submission, submitted_spec
 from askq.core.store import JobStore
+from askq.workers import admitted
 from askq.workers.celeryapp import app
-from askq.workers.consumer import record_invalid
 from askq.workers.execution import execute, transient
+from askq.workers.refusals import record_invalid
 from askq.workers.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("askq.task")
@@ -48,11 +50,14 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     s = rt.settings
     try:
         job, dispatch = parse_arguments(args, kwargs)
+        # The transport checked this job on delivery (askq/workers/admitted.py); only a message
+        # it did not check (another pool, an evicted entry) is checked here.
+        checked = admitted.take(task_id, job)
         if dispatch is None:
-            request = parse_submission(job, task_id)
+            request = checked if isinstance(checked, JobRequest) else parse_submission(job, task_id)
             check_limits(request, s.max_question_chars, s.max_context_docs, s.max_context_chars)
         else:
-            spec = parse_job(job)
+            spec = checked if isinstance(checked, JobSpec) else parse_job(job)
             check_limits(spec, s.max_question_chars, s.max_context_docs, s.max_context_chars)
     except InvalidJobError as exc:
         _dead_letter(task_id, args, kwargs, str(exc))
