@@ -61,10 +61,10 @@ RELIED_ON: tuple[Private, ...] = (
 )
 
 
-def drift() -> list[str]:
+def drift(relied: tuple[Private, ...] = RELIED_ON) -> list[str]:
     """One line per relied-on method whose installed signature is not the recorded one (or is gone)."""
     changed = []
-    for p in RELIED_ON:
+    for p in relied:
         try:
             now = p.installed()
         except (ImportError, AttributeError, ValueError, TypeError) as exc:
