@@ -17,6 +17,9 @@ from askq.core import keys
 from askq.core.redisserver import EmbeddedRedis
 from askq.stack import Stack, default_providers
 
+# ASKQ_TEST_SCREENSHOTS=1: browser tests also save their screenshots under docs/. Read before
+# the loop below clears it (settings refuse ASKQ_* names they do not know).
+SCREENSHOTS = os.environ.get("ASKQ_TEST_SCREENSHOTS") == "1"
 # Tests configure askq explicitly; nothing from the developer's shell leaks in.
 for _key in [k for k in os.environ if k.startswith("ASKQ_")]:
     del os.environ[_key]

@@ -17,15 +17,20 @@ from dataclasses import dataclass
 class Private:
     """One method of kombu or Celery askq relies on, where, and why."""
 
-    owner: str  # "module:Class"
+    owner: str  # "module:Class", or "module:function" with an empty name
     name: str
     signature: str
     used_by: str
 
+    @property
+    def qualname(self) -> str:
+        return f"{self.owner}.{self.name}" if self.name else self.owner
+
     def installed(self) -> str:
         """The method's signature as installed now (raises if the class or method is gone)."""
-        module, cls = self.owner.split(":")
-        return str(inspect.signature(getattr(getattr(importlib.import_module(module), cls), self.name)))
+        module, attr = self.owner.split(":")
+        found = getattr(importlib.import_module(module), attr)
+        return str(inspect.signature(getattr(found, self.name) if self.name else found))
 
 
 _TRANSPORT = "askq/broker/transport.py"
@@ -48,6 +53,9 @@ RELIED_ON: tuple[Private, ...] = (
             "askq/broker/envelope.py raw_text"),
     Private("kombu.message:Message", "ack_log_error", "(self, logger, errors, multiple=False)", _CONSUMER),
     Private("kombu.message:Message", "reject_log_error", "(self, logger, errors, requeue=False)", _CONSUMER),
+    # nodename.unique_nodename renames a worker that kept Celery's default node name.
+    Private("celery.utils.nodenames:default_nodename", "", "(hostname)", "askq/broker/nodename.py"),
+    Private("celery.app.trace:setup_worker_optimizations", "", "(app, hostname=None)", "askq/broker/nodename.py"),
     Private("celery.worker.consumer.consumer:Consumer", "create_task_handler",
             "(self, promise=<class 'vine.promises.promise'>)", _CONSUMER + " (override)"),
     Private("celery.worker.consumer.consumer:Consumer", "on_decode_error", "(self, message, exc)",
@@ -68,8 +76,8 @@ def drift(relied: tuple[Private, ...] = RELIED_ON) -> list[str]:
         try:
             now = p.installed()
         except (ImportError, AttributeError, ValueError, TypeError) as exc:
-            changed.append(f"{p.owner}.{p.name} ({p.used_by}): gone: {type(exc).__name__}: {exc}")
+            changed.append(f"{p.qualname} ({p.used_by}): gone: {type(exc).__name__}: {exc}")
             continue
         if now != p.signature:
-            changed.append(f"{p.owner}.{p.name} ({p.used_by}): recorded {p.signature}, installed {now}")
+            changed.append(f"{p.qualname} ({p.used_by}): recorded {p.signature}, installed {now}")
     return changed

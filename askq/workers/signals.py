@@ -9,15 +9,22 @@ from typing import Any
 
 import redis
 import structlog
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
+from askq.broker.nodename import unique_nodename
 from askq.config.logging import configure_logging
 from askq.workers import callbacks, cancels, heartbeat, reaper
-from askq.workers.runtime import get_runtime
+from askq.workers.runtime import get_runtime, name_worker
 
 log = structlog.get_logger("askq.worker")
 _stop_thread = threading.Event()
 _stop_loop: asyncio.Event | None = None
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _name(instance: Any, **_: Any) -> None:
+    # One name for this process in Flower, `askq workers` and the metrics: Celery's node name.
+    name_worker(unique_nodename(instance))
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
