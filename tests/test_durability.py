@@ -22,7 +22,7 @@ from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.reaper import Reaper
-from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
+from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers, worker_named
 
 # The settings' own defaults, passed on because the stack fixture starts workers with FAST_ENV.
 DEFAULT_LIVENESS = {
@@ -32,10 +32,9 @@ DEFAULT_LIVENESS = {
 
 
 def _holder(stack: Stack, r: redis.Redis, job_id: str) -> subprocess.Popen[bytes]:
-    """The worker process running a job, from the job hash's worker field (host:pid)."""
+    """The worker process running a job, from the job hash's worker field (its published name)."""
     worker = wait_for(lambda: r.hget(keys.job(job_id), "worker"), 30, what="job claimed")
-    pid = int(str(worker).rsplit(":", 1)[1])
-    return next(p for p in stack.workers if p.pid == pid)
+    return next(p for p in stack.workers if worker_named(r, p.pid) == worker)
 
 
 def _writes(r: redis.Redis, job_id: str) -> int:
@@ -60,7 +59,7 @@ def test_kill9_mid_job_is_finished_elsewhere_within_30s_with_defaults(
     assert view.state is JobState.SUCCEEDED
     assert view.delivery == 2
     assert _writes(r, job_id) == 1
-    assert int(str(r.hget(keys.job(job_id), "worker")).rsplit(":", 1)[1]) != victim.pid
+    assert r.hget(keys.job(job_id), "worker") not in (None, worker_named(r, victim.pid))
 
 
 def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
@@ -81,7 +80,7 @@ def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
     assert view.state is JobState.SUCCEEDED
     stored = r.hget(keys.job(job_id), "result")
     # The resumed worker finishes its stale run (lease lost) and goes back to idle.
-    worker_key = next(w for w in r.zrange(keys.WORKERS, 0, -1) if str(w).endswith(f":{frozen.pid}"))
+    worker_key = wait_for(lambda: worker_named(r, frozen.pid), 10, what="the frozen worker's name")
     wait_for(lambda: r.hget(keys.worker(str(worker_key)), "inflight") == "0"
              and float(r.hget(keys.worker(str(worker_key)), "heartbeat") or 0) > time.time() - 2,
              40, what="resumed worker idle")

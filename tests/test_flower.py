@@ -110,6 +110,7 @@ def test_flower_shows_queues_failures_retries_and_askqs_worker_names(
     assert client.wait(dead, timeout=30).state is JobState.DEAD
     failed = wait_for(lambda: _task_of(_api(url, "/api/tasks"), dead, "FAILURE"), 30, 0.5, what="FAILURE")
     assert "JobDeadError" in failed["exception"] and "permanent_error" in failed["exception"], failed
+    assert "401" in failed["exception"] and "sk-askq-simulator" not in failed["exception"], failed  # key masked
     assert failed["worker"] in names
     # Every tier fails transiently: a durable retry (askq's, in 30-60 s), a RETRY in Flower.
     deferred = client.submit("Anyone there? [[sim:server_error]]")

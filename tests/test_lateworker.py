@@ -19,7 +19,7 @@ from askq.core.metrics import registry_for
 from askq.producers.client import Client
 from askq.sim.answers import answer_for
 from askq.stack import Stack, default_providers
-from tests.conftest import Sim, wait_for, wait_workers
+from tests.conftest import Sim, wait_for, wait_workers, worker_named
 
 
 def _one_try_providers(sim: Sim) -> str:
@@ -50,7 +50,7 @@ def test_resumed_worker_cannot_replace_a_result_it_no_longer_owns(
     finally:
         late.send_signal(signal.SIGCONT)
     # Resumed, it gets its healthy answers, finds its leases gone and goes back to idle.
-    name = next(str(w) for w in r.zrange(keys.WORKERS, 0, -1) if str(w).endswith(f":{late.pid}"))
+    name = wait_for(lambda: worker_named(r, late.pid), 10, what="the late worker's name")
     wait_for(lambda: r.hget(keys.worker(name), "inflight") == "0"
              and float(r.hget(keys.worker(name), "heartbeat") or 0) > time.time() - 2, 40, what="late worker idle")
     assert late.poll() is None

@@ -14,7 +14,7 @@ from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.reaper import Reaper
-from tests.conftest import Sim, wait_for, wait_workers
+from tests.conftest import Sim, wait_for, wait_workers, worker_named
 
 
 def _queued_on(r: redis.Redis, queue: str) -> list[tuple[str, int]]:
@@ -64,8 +64,5 @@ def test_reclaimed_job_goes_back_to_its_queue_not_the_reapers(
 
 
 def _host(r: redis.Redis, pid: int) -> str:
-    """The worker name (host:pid) a worker process publishes."""
-    for name in r.zrange(keys.WORKERS, 0, -1):
-        if str(name).endswith(f":{pid}"):
-            return str(name)
-    return f"?:{pid}"
+    """The worker name a worker process publishes."""
+    return worker_named(r, pid) or f"?:{pid}"

@@ -19,6 +19,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 
 from askq.broker.envelope import TASK_NAME, parse_arguments
+from askq.config.logging import scrub
 from askq.core import keys
 from askq.core.deadletter import MAX_RAW_CHARS
 from askq.core.errors import InvalidJobError, JobDeadError, JobDeferredError
@@ -97,7 +98,8 @@ SHOWN_CHARS = 500
 
 
 def _shown(reason: str, error: str | None) -> str:
-    return f"{reason}: {error or ''}"[:SHOWN_CHARS]
+    # Celery logs it and sends it in an event (Flower keeps it): scrubbed like every log line.
+    return scrub(f"{reason}: {error or ''}"[: SHOWN_CHARS * 2])[:SHOWN_CHARS]
 
 
 def _recorded(rt: Runtime, job_id: str, *fields: str) -> list[str | None]:
