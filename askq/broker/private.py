@@ -54,7 +54,8 @@ RELIED_ON: tuple[Private, ...] = (
     Private("kombu.message:Message", "ack_log_error", "(self, logger, errors, multiple=False)", _CONSUMER),
     Private("kombu.message:Message", "reject_log_error", "(self, logger, errors, requeue=False)", _CONSUMER),
     # nodename.unique_nodename renames a worker that kept Celery's default node name.
-    Private("celery.utils.nodenames:default_nodename", "", "(hostname)", "askq/broker/nodename.py"),
+    Private("celery.utils.nodenames:default_nodename", "", "(hostname: 'str', default_name: 'str' = 'celery') -> 'str'",
+            "askq/broker/nodename.py"),
     Private("celery.app.trace:setup_worker_optimizations", "", "(app, hostname=None)", "askq/broker/nodename.py"),
     Private("celery.worker.consumer.consumer:Consumer", "create_task_handler",
             "(self, promise=<class 'vine.promises.promise'>)", _CONSUMER + " (override)"),

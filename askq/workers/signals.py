@@ -11,6 +11,7 @@ import redis
 import structlog
 from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
+from askq.broker import private
 from askq.broker.nodename import unique_nodename
 from askq.config.logging import configure_logging
 from askq.workers import callbacks, cancels, heartbeat, reaper
@@ -50,6 +51,10 @@ def _start(**_: Any) -> None:
             raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
 
     reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
+    changed = private.drift()
+    if changed:
+        # kombu or Celery installed outside the pins (pyproject.toml): askq's overrides may be wrong.
+        log.error("broker_internals_changed", changed=changed)
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
 
 
