@@ -5,6 +5,10 @@
      ├── InvalidJobError              a job or message breaks the contract (field, problem)
      ├── JobNotFoundError             no job with that id
      ├── WaitTimeoutError             a job did not finish within the wait
+     ├── JobDeadError                 a run ended its job in the dead-letter queue (reason: error);
+     │                                the answer task raises it so Celery and Flower report FAILURE
+     ├── JobDeferredError             a run sent its job to a durable retry (the last error); the
+     │                                answer task raises it inside Celery's Retry: Flower shows RETRY
      ├── EmbeddedRedisError           the embedded Redis server could not be started
      ├── BenchError                   a benchmark or chaos run could not set up (e.g. workers did not start)
      ├── InternalError                askq's own code or the job's own data failed while asking a tier:
@@ -55,6 +59,14 @@ class JobNotFoundError(AskqError):
 
 class WaitTimeoutError(AskqError):
     """A job did not reach a terminal state within the wait."""
+
+
+class JobDeadError(AskqError):
+    """A run ended its job in the dead-letter queue: `reason: error`, as in its dead letter."""
+
+
+class JobDeferredError(AskqError):
+    """A run sent its job to a durable retry: the error that made every tier fail."""
 
 
 class EmbeddedRedisError(AskqError):

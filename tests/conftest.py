@@ -114,6 +114,14 @@ def stack(r: redis.Redis, redis_server: EmbeddedRedis, sim: Sim, tmp_path: Path)
     s.stop()
 
 
+def worker_named(r: redis.Redis, pid: int) -> str | None:
+    """The name a worker process publishes (Celery's node name, as in Flower), found by its pid."""
+    for name in r.zrange(keys.WORKERS, 0, -1):
+        if r.hget(keys.worker(str(name)), "pid") == str(pid):
+            return str(name)
+    return None
+
+
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
     """Poll until predicate() is truthy; fail with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout

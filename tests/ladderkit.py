@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings, load_settings
-from askq.core import keys, message, scripts
+from askq.core import keys, scripts
 from askq.core.job import JobSpec, payload_text
 from askq.stack import default_providers
 from askq.workers.execution import DeliveryRun, run_delivery
@@ -53,7 +54,7 @@ def write_job(client: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     payload = spec.model_dump(mode="json")
     created = scripts.register(client, "submit")(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS, keys.EXPIRIES],
-        args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
+        args=[payload_text(payload), envelope.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
               settings.queue])
     assert created == 1
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.deadletter import DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import JobState, job_id_for
@@ -38,8 +39,8 @@ def _job(job_id: str, question: str = "Where is my order?", **extra: Any) -> dic
             "created": time.time(), **extra}
 
 
-def _envelope(body: bytes, content_type: str = "application/json", task: str = message.TASK_NAME) -> str:
-    env = json.loads(message.build("askq", _job("x"), dispatch=1))
+def _envelope(body: bytes, content_type: str = "application/json", task: str = envelope.TASK_NAME) -> str:
+    env = json.loads(envelope.build("askq", _job("x"), dispatch=1))
     env["body"] = base64.b64encode(body).decode()
     env["content-type"] = content_type
     env["headers"]["task"] = task

@@ -286,7 +286,8 @@ def test_two_workers_deliver_each_callback_once(stack: Stack, r: redis.Redis, si
 def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credentials_shown(
     stack: Stack, r: redis.Redis, sim: Sim, tmp_path: Path,
 ) -> None:
-    from askq.core import message, scripts
+    from askq.broker import envelope
+    from askq.core import scripts
     from askq.core.job import JobSpec, payload_text
 
     with receiving([200]) as receiver:
@@ -300,7 +301,7 @@ def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credential
             spec = JobSpec.new("Where is my order?")
             payload = {**spec.model_dump(mode="json"), "callback_url": url}
             submit(keys=[keys.job(spec.id), keys.PENDING, "askq", keys.STATS],
-                   args=[payload_text(payload), message.build("askq", payload, dispatch=1), time.time(), spec.id,
+                   args=[payload_text(payload), envelope.build("askq", payload, dispatch=1), time.time(), spec.id,
                          "askq"])
             ids.append(spec.id)
         client = _client(stack, tmp_path)

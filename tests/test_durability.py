@@ -13,15 +13,17 @@ from typing import Any
 
 import redis
 
+from askq.broker import envelope
+from askq.broker import keys as broker_keys
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.deadletter import DeadReason
 from askq.core.job import JobState
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.reaper import Reaper
-from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers
+from tests.conftest import FAST_ENV, Sim, wait_for, wait_workers, worker_named
 
 # The settings' own defaults, passed on because the stack fixture starts workers with FAST_ENV.
 DEFAULT_LIVENESS = {
@@ -31,10 +33,9 @@ DEFAULT_LIVENESS = {
 
 
 def _holder(stack: Stack, r: redis.Redis, job_id: str) -> subprocess.Popen[bytes]:
-    """The worker process running a job, from the job hash's worker field (host:pid)."""
+    """The worker process running a job, from the job hash's worker field (its published name)."""
     worker = wait_for(lambda: r.hget(keys.job(job_id), "worker"), 30, what="job claimed")
-    pid = int(str(worker).rsplit(":", 1)[1])
-    return next(p for p in stack.workers if p.pid == pid)
+    return next(p for p in stack.workers if worker_named(r, p.pid) == worker)
 
 
 def _writes(r: redis.Redis, job_id: str) -> int:
@@ -59,7 +60,7 @@ def test_kill9_mid_job_is_finished_elsewhere_within_30s_with_defaults(
     assert view.state is JobState.SUCCEEDED
     assert view.delivery == 2
     assert _writes(r, job_id) == 1
-    assert int(str(r.hget(keys.job(job_id), "worker")).rsplit(":", 1)[1]) != victim.pid
+    assert r.hget(keys.job(job_id), "worker") not in (None, worker_named(r, victim.pid))
 
 
 def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
@@ -80,7 +81,7 @@ def test_frozen_worker_resumes_after_its_job_moved_on_and_writes_nothing(
     assert view.state is JobState.SUCCEEDED
     stored = r.hget(keys.job(job_id), "result")
     # The resumed worker finishes its stale run (lease lost) and goes back to idle.
-    worker_key = next(w for w in r.zrange(keys.WORKERS, 0, -1) if str(w).endswith(f":{frozen.pid}"))
+    worker_key = wait_for(lambda: worker_named(r, frozen.pid), 10, what="the frozen worker's name")
     wait_for(lambda: r.hget(keys.worker(str(worker_key)), "inflight") == "0"
              and float(r.hget(keys.worker(str(worker_key)), "heartbeat") or 0) > time.time() - 2,
              40, what="resumed worker idle")
@@ -151,12 +152,12 @@ def test_reserved_but_unclaimed_message_of_a_dead_worker_is_restored_fast(
     entry = r.rpop(settings.queue)
     assert entry is not None
     tag = json.loads(entry)["properties"]["delivery_tag"]
-    r.hset(keys.KOMBU_UNACKED, tag, json.dumps([json.loads(entry), "", settings.queue]))
-    r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
+    r.hset(broker_keys.UNACKED, tag, json.dumps([json.loads(entry), "", settings.queue]))
+    r.zadd(broker_keys.UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
     assert Reaper(r, settings).sweep()["restored"] == 1
-    assert not r.hexists(keys.KOMBU_UNACKED, tag)
+    assert not r.hexists(broker_keys.UNACKED, tag)
     assert r.llen(settings.queue) == 1
-    assert message.locate(json.dumps([json.loads(str(r.lindex(settings.queue, 0))), "", ""])) == (job_id, 2)
+    assert envelope.locate(json.dumps([json.loads(str(r.lindex(settings.queue, 0))), "", ""])) == (job_id, 2)
     # A second sweep finds nothing to do: the restore happens once.
     assert Reaper(r, settings).sweep()["restored"] == 0
     stack.start_worker(concurrency=2)
@@ -171,10 +172,10 @@ def test_stale_unacked_entry_of_a_job_that_moved_on_is_dropped(settings: Setting
     entry = json.loads(str(r.rpop(settings.queue)))
     r.hset(keys.job(job_id), "dispatch", 2)  # the job was re-enqueued since this message
     tag = entry["properties"]["delivery_tag"]
-    r.hset(keys.KOMBU_UNACKED, tag, json.dumps([entry, "", settings.queue]))
-    r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
+    r.hset(broker_keys.UNACKED, tag, json.dumps([entry, "", settings.queue]))
+    r.zadd(broker_keys.UNACKED_INDEX, {tag: time.time() - settings.lease_s - 1})
     assert Reaper(r, settings).sweep()["dropped"] == 1
-    assert r.llen(settings.queue) == 0 and not r.hexists(keys.KOMBU_UNACKED, tag)
+    assert r.llen(settings.queue) == 0 and not r.hexists(broker_keys.UNACKED, tag)
 
 
 def test_reaper_never_poisons_a_fresh_claim(settings: Settings, r: redis.Redis) -> None:
@@ -243,7 +244,7 @@ def test_queued_job_whose_message_was_lost_in_flight_is_resent(settings: Setting
         r.zadd(keys.PENDING, {job_id: past})
     # A worker popped the message (BRPOP) and died before kombu recorded it as unacked.
     popped = r.rpop(settings.queue)
-    assert popped is not None and message.locate(json.dumps([json.loads(popped), "", ""])) == (vanished, 1)
+    assert popped is not None and envelope.locate(json.dumps([json.loads(popped), "", ""])) == (vanished, 1)
     assert Reaper(r, settings).sweep()["resent"] == 1
     assert r.hget(keys.job(vanished), "dispatch") == "2" and r.hget(keys.job(waiting), "dispatch") == "1"
     assert r.llen(settings.queue) == 2

@@ -20,12 +20,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 
 from askq.bench.hostile import body_of, encode_body, envelope, hostile_entries, marker
+from askq.broker import envelope as wire
+from askq.broker import keys as broker_keys
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import JobState
 from askq.core.liveness import list_workers
+from askq.core.message import parse_job, parse_submission
 from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.stack import Stack
@@ -87,7 +90,7 @@ def _assert_nothing_left(r: redis.Redis, settings: Settings) -> None:
     assert r.llen(settings.queue) == 0
     # Every entry that reached kombu's unacked bookkeeping was acknowledged: nothing is
     # restored after the visibility timeout to be refused again.
-    wait_for(lambda: r.hlen(keys.KOMBU_UNACKED) == 0, 10, what="unacked entries acknowledged")
+    wait_for(lambda: r.hlen(broker_keys.UNACKED) == 0, 10, what="unacked entries acknowledged")
 
 
 def test_each_hostile_entry_is_one_dead_letter_and_both_workers_keep_serving(
@@ -263,8 +266,13 @@ def test_fuzzed_entries_each_end_as_one_dead_letter_while_workers_keep_serving(
 
 
 def _refused(entry: str) -> bool:
+    """Whether a worker refuses the entry: its format (the transport) or its job (the task)."""
     try:
-        message.parse_envelope(json.loads(entry))
+        env = wire.parse_envelope(json.loads(entry))
+        if env.dispatch is None:
+            parse_submission(env.job, env.task_id)
+        else:
+            parse_job(env.job)
     except (InvalidJobError, ValueError, RecursionError):
         return True
     return False
@@ -375,7 +383,7 @@ def test_a_stored_job_whose_own_message_is_refused_is_dead_once_not_resent(
 
 def test_every_message_askq_builds_passes_the_contract_also_as_kombu_restores_it() -> None:
     """The check refuses whatever build() does not write: a field added there must be added here."""
-    from askq.core import message
+    from askq.broker import envelope as wire
     from askq.core.job import JobSpec
 
     specs = [JobSpec.new("Where is my order?"),
@@ -383,9 +391,13 @@ def test_every_message_askq_builds_passes_the_contract_also_as_kombu_restores_it
                          metadata={"ticket": 4711, "vip": True, "note": None, "score": 0.5})]
     for spec in specs:
         for dispatch in (1, 7):
-            env = json.loads(message.build("askq", spec.model_dump(mode="json"), dispatch))
-            assert message.parse_envelope(env) == message.Delivery(spec, dispatch)
+            env = json.loads(wire.build("askq", spec.model_dump(mode="json"), dispatch))
+            assert wire.parse_envelope(env) == wire.Envelope(env["headers"]["id"], spec.model_dump(mode="json"),
+                                                             dispatch)
+            assert parse_job(wire.parse_envelope(env).job) == spec
             # kombu's restore of an unacked message marks it redelivered, in three places.
             env["redelivered"] = env["headers"]["redelivered"] = True
             env["properties"]["delivery_info"]["redelivered"] = True
-            assert message.parse_envelope(env) == message.Delivery(spec, dispatch)
+            assert wire.parse_envelope(env) == wire.Envelope(env["headers"]["id"], spec.model_dump(mode="json"),
+                                                             dispatch)
+            assert parse_job(wire.parse_envelope(env).job) == spec

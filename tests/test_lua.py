@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 
+from askq.broker import keys as broker_keys
+from askq.broker.unacked import settle_keys
 from askq.core import keys, scripts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,15 +204,15 @@ def smoke_defer(r: redis.Redis) -> None:
 def smoke_recover(r: redis.Redis) -> None:
     submit(r)
     r.delete(QUEUE)
-    r.hset(keys.KOMBU_UNACKED, "tag1", "[...]")
-    assert run(r, "recover", [keys.job(JOB), QUEUE, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX],
+    r.hset(broker_keys.UNACKED, "tag1", "[...]")
+    assert run(r, "recover", settle_keys(keys.job(JOB), QUEUE),
                ["tag1", 1, '{"m": 2}', time.time()]) == "restored"
-    assert r.llen(QUEUE) == 1 and not r.hexists(keys.KOMBU_UNACKED, "tag1")
+    assert r.llen(QUEUE) == 1 and not r.hexists(broker_keys.UNACKED, "tag1")
 
 
 def smoke_restore_submission(r: redis.Redis) -> None:
-    r.hset(keys.KOMBU_UNACKED, "tag1", "[...]")
-    assert run(r, "restore_submission", [keys.job(JOB), QUEUE, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX],
+    r.hset(broker_keys.UNACKED, "tag1", "[...]")
+    assert run(r, "restore_submission", settle_keys(keys.job(JOB), QUEUE),
                ["tag1", '{"envelope": 1}']) == "restored"
     assert r.lrange(QUEUE, 0, -1) == ['{"envelope": 1}']
 

@@ -1,11 +1,11 @@
-"""The producer's fast path builds the very message the plain path builds (askq/core/message.py)."""
+"""The producer's fast path builds the very message the plain path builds (askq/broker/envelope.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
 
-from askq.core import message
+from askq.broker import envelope as message
 from askq.core.job import payload_text
 
 

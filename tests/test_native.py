@@ -19,11 +19,14 @@ from typing import Any
 import redis
 from prometheus_client import generate_latest
 
+from askq.broker import envelope as wire
+from askq.broker import keys as broker_keys
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.deadletter import DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import JobState, job_id_for
+from askq.core.message import parse_submission
 from askq.core.metrics import registry_for
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
@@ -120,7 +123,7 @@ def test_the_same_message_delivered_twice_is_one_job_and_one_result(
     wait_workers(r, 1)
     client = Client(settings)
     assert client.wait(task_id, timeout=30).state is JobState.SUCCEEDED
-    wait_for(lambda: r.llen(settings.queue) == 0 and r.hlen(keys.KOMBU_UNACKED) == 0, 30,
+    wait_for(lambda: r.llen(settings.queue) == 0 and r.hlen(broker_keys.UNACKED) == 0, 30,
              what="all three messages consumed and acked")
     assert r.hget(keys.STATS, "submitted") == "1"
     assert r.hget(keys.job(task_id), "result_writes") == "1"
@@ -138,7 +141,7 @@ def test_an_idempotency_key_sent_twice_is_one_job_shared_with_the_client(
     client = Client(settings)
     job_id = job_id_for("refund-7")
     assert client.wait(job_id, timeout=30).state is JobState.SUCCEEDED
-    wait_for(lambda: r.llen(settings.queue) == 0 and r.hlen(keys.KOMBU_UNACKED) == 0, 30,
+    wait_for(lambda: r.llen(settings.queue) == 0 and r.hlen(broker_keys.UNACKED) == 0, 30,
              what="both messages consumed")
     assert client.submit("Refund status?", idempotency_key="refund-7") == job_id
     assert r.hget(keys.STATS, "submitted") == "1"
@@ -200,7 +203,7 @@ def test_a_message_for_an_expired_job_is_skipped_counted_and_logged(
     wait_workers(r, 1)
     job = {"id": "gone1", "question": "Expired?", "context": [], "idempotency_key": None, "metadata": {},
            "created": 1.0}
-    r.lpush(settings.queue, message.build(settings.queue, job, dispatch=3))
+    r.lpush(settings.queue, wire.build(settings.queue, job, dispatch=3))
     wait_for(lambda: r.hget(keys.STATS, "unknown_job_messages") == "1", 30, what="the skip counted")
     assert DeadLetterQueue(r, settings).count() == 0
     assert not r.exists(keys.job("gone1"))
@@ -222,8 +225,8 @@ def test_celery_envelope_passes_the_contract_as_a_submission() -> None:
                 "content-encoding": "utf-8", "content-type": "application/json", "headers": sent.headers,
                 "properties": {**sent.properties, "delivery_mode": 2, "priority": 0, "body_encoding": "base64",
                                "delivery_info": {"exchange": "", "routing_key": "askq"}, "delivery_tag": "x"}}
-    parsed = message.parse_envelope(json.loads(json.dumps(envelope)))
-    assert isinstance(parsed, message.Submission) and parsed.request.question == "Hi?"
+    parsed = wire.parse_envelope(json.loads(json.dumps(envelope)))
+    assert parsed.dispatch is None and parse_submission(parsed.job, parsed.task_id).question == "Hi?"
 
 
 def test_a_submission_a_dead_worker_held_goes_back_unless_its_job_exists(
@@ -239,15 +242,15 @@ def test_a_submission_a_dead_worker_held_goes_back_unless_its_job_exists(
     client = Client(settings)
     assert client.submit("Created?", idempotency_key="held-2") == job_id_for("held-2")
     for tag, env in (("tag-held", held), ("tag-created", created)):
-        r.hset(keys.KOMBU_UNACKED, tag, json.dumps([env, "", settings.queue]))
-        r.zadd(keys.KOMBU_UNACKED_INDEX, {tag: time.time() - 60})
+        r.hset(broker_keys.UNACKED, tag, json.dumps([env, "", settings.queue]))
+        r.zadd(broker_keys.UNACKED_INDEX, {tag: time.time() - 60})
     stack.start_worker(concurrency=4)
     wait_workers(r, 1)
     # Back within the reaper's sweep, not kombu's visibility timeout (an hour).
     wait_for(lambda: r.exists(keys.job(job_id_for("held-1"))), 30, what="the held submission's job")
     assert client.wait(job_id_for("held-1"), timeout=30).state is JobState.SUCCEEDED
     assert client.wait(job_id_for("held-2"), timeout=30).state is JobState.SUCCEEDED
-    wait_for(lambda: r.hlen(keys.KOMBU_UNACKED) == 0 and r.llen(settings.queue) == 0, 30,
+    wait_for(lambda: r.hlen(broker_keys.UNACKED) == 0 and r.llen(settings.queue) == 0, 30,
              what="both unacked entries settled")
     assert r.hget(keys.STATS, "submitted") == "2"
     assert sim.requests("primary") == 2

@@ -17,8 +17,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts
+from askq.core import keys, scripts
 from askq.core.deadletter import DeadLetter, DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import JobSpec, payload_text
@@ -43,7 +44,7 @@ def _write_job(r: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     payload = spec.model_dump(mode="json")
     created = scripts.register(r, "submit")(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS],
-        args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
+        args=[payload_text(payload), envelope.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
               settings.queue])
     assert created == 1
 

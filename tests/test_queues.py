@@ -7,19 +7,20 @@ import time
 
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.reaper import Reaper
-from tests.conftest import Sim, wait_for, wait_workers
+from tests.conftest import Sim, wait_for, wait_workers, worker_named
 
 
 def _queued_on(r: redis.Redis, queue: str) -> list[tuple[str, int]]:
     import json
 
-    return [found for raw in r.lrange(queue, 0, -1) if (found := message.locate_envelope(json.loads(raw)))]
+    return [found for raw in r.lrange(queue, 0, -1) if (found := envelope.locate_envelope(json.loads(raw)))]
 
 
 def test_lost_message_sweep_resends_to_the_jobs_own_queue(settings: Settings, r: redis.Redis) -> None:
@@ -65,8 +66,5 @@ def test_reclaimed_job_goes_back_to_its_queue_not_the_reapers(
 
 
 def _host(r: redis.Redis, pid: int) -> str:
-    """The worker name (host:pid) a worker process publishes."""
-    for name in r.zrange(keys.WORKERS, 0, -1):
-        if str(name).endswith(f":{pid}"):
-            return str(name)
-    return f"?:{pid}"
+    """The worker name a worker process publishes."""
+    return worker_named(r, pid) or f"?:{pid}"

@@ -14,6 +14,8 @@ from askq.errors import (
     BadAnswerError,
     ConfigError,
     ContextTooLongError,
+    JobDeadError,
+    JobDeferredError,
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
@@ -114,6 +116,8 @@ def test_api_key_is_secret_in_repr() -> None:
         PermanentProviderError("401", "primary", 401),
         ContextTooLongError("too long", "primary", 400),
         BadAnswerError("truncated", "secondary"),
+        JobDeadError("permanent_error: primary: 401"),
+        JobDeferredError("durable retry: primary: 503"),
     ],
 )
 def test_exceptions_pickle_with_their_fields(exc: AskqError) -> None:

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from askq.broker import envelope
 from askq.config.settings import ApiSettings, Settings
-from askq.core import keys, message
+from askq.core import keys
 from askq.core.job import parse_spec, payload_text
 from askq.errors import InvalidJobError
 from askq.producers.api import create_app
@@ -328,7 +329,7 @@ def test_any_input_is_refused_cleanly_or_becomes_a_job_a_worker_reads_back_ident
     json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
     text = payload_text(payload)
     assert parse_spec(_strict_json(text)) == spec  # what the worker parses is what was submitted
-    _strict_json(message.build("askq", payload, dispatch=1))
+    _strict_json(envelope.build("askq", payload, dispatch=1))
     # The API takes exactly what the Python client takes (where a Python None means "not given").
     given_fields = {k: v for k, v in job.items() if v is not None}
     specs, _ = parse_submission(json.dumps(given_fields).encode(), limits)

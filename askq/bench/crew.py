@@ -111,9 +111,10 @@ class Crew:
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(keys.job(job_id), ["state", "worker"])
-        suffix = f":{proc.pid}"
+        # A worker's name is its Celery node name: its pid is in its heartbeat record.
+        names = {name for name, pid in self.worker_names().items() if pid == proc.pid}
         return [i for i, (state, worker) in zip(ids, pipe.execute(), strict=True)
-                if state == "running" and str(worker or "").endswith(suffix)]
+                if state == "running" and worker in names]
 
     def busiest(self) -> subprocess.Popen[bytes] | None:
         """The live worker holding the most jobs (a random one among equals), None if every one

@@ -1,6 +1,6 @@
 """Hostile queue entries: each must end as exactly one invalid_payload dead letter, no worker hurt.
 
-Every entry but the last few is a valid envelope from `core.message.build` with one thing
+Every entry but the last few is a valid envelope from `askq.broker.envelope.build` with one thing
 changed, so it tests that one thing. The job each names is never submitted, and its id
 (`<tag>-<n>`) is written into every field that carries it (task id, kwargsrepr, delivery tag,
 correlation id, the body's job), so a dead-letter record can be traced back to its entry
@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from askq.core import message
+from askq.broker.envelope import TASK_NAME, build
 
 Envelope = dict[str, Any]
 
@@ -32,7 +32,7 @@ def job(job_id: str, **fields: Any) -> dict[str, Any]:
 
 def envelope(queue: str, job_id: str, **job_fields: Any) -> Envelope:
     """A valid queue envelope for a job that is never stored, marked with job_id everywhere."""
-    env: Envelope = json.loads(message.build(queue, job(job_id, **job_fields), dispatch=1))
+    env: Envelope = json.loads(build(queue, job(job_id, **job_fields), dispatch=1))
     env["properties"]["delivery_tag"] = f"{job_id}.{uuid.uuid4().hex}"
     env["properties"]["correlation_id"] = env["headers"]["id"]
     return env
@@ -91,7 +91,7 @@ _CHANGES: dict[str, Callable[[Envelope], None]] = {
     "no content-type": _drop("content-type"),
     "content-type application/data": lambda env: env.__setitem__("content-type", "application/data"),
     "content-type application/text": lambda env: env.__setitem__("content-type", "application/text"),
-    "headers.task a list": _header("task", [message.TASK_NAME]),
+    "headers.task a list": _header("task", [TASK_NAME]),
     "body null": _set_body(None),
     "body 42": _set_body(42),
     "body a JSON object": _set_body({"job": {"id": "x"}, "dispatch": 1}),
@@ -113,7 +113,7 @@ _CHANGES: dict[str, Callable[[Envelope], None]] = {
     "properties.body_encoding rot13": lambda env: env["properties"].__setitem__("body_encoding", "rot13"),
     "content-encoding latin-1": lambda env: env.__setitem__("content-encoding", "latin-1"),
     "body callbacks (would enqueue more tasks)": lambda env: env.__setitem__("body", encode_body(
-        [[], body_of(env)[1], {"callbacks": [{"task": message.TASK_NAME, "args": [], "kwargs": {}}],
+        [[], body_of(env)[1], {"callbacks": [{"task": TASK_NAME, "args": [], "kwargs": {}}],
                                "errbacks": None, "chain": None, "chord": None}])),
     "body protocol-1 object with args": lambda env: env.__setitem__("body", encode_body(
         {"args": [], "kwargs": body_of(env)[1]})),

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from askq.core import message
+from askq.broker import envelope
 from askq.core.deadletter import DeadLetter
 from askq.core.job import JobSpec
 
@@ -39,7 +39,7 @@ def _envelope(queue: str, tag: str, body: Any = None, raw_body: str | None = Non
               headers: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
               top: dict[str, Any] | None = None) -> bytes:
     """A valid message for a job named `tag`, then changed: body, raw body, headers, top-level keys."""
-    env = json.loads(message.build(queue, _job(tag), dispatch=1))
+    env = json.loads(envelope.build(queue, _job(tag), dispatch=1))
     env["headers"]["kwargsrepr"] = json.dumps({"job_id": tag, "dispatch": 1})
     if raw_body is not None:
         env["body"] = raw_body
@@ -80,7 +80,7 @@ def malformed_entries(queue: str, run: str) -> list[Entry]:
         ("no_content_type", _envelope(queue, tag(10), drop=("content-type",))),
         ("content_type_data", _envelope(queue, tag(11), top={"content-type": "application/data"})),
         ("content_type_text", _envelope(queue, tag(12), top={"content-type": "application/text"})),
-        ("task_a_list", _envelope(queue, tag(13), headers={"task": [message.TASK_NAME]})),
+        ("task_a_list", _envelope(queue, tag(13), headers={"task": [envelope.TASK_NAME]})),
         ("body_null", _envelope(queue, tag(14), raw_body=base64.b64encode(b"null").decode())),
         ("body_42", _envelope(queue, tag(15), body=42)),
         ("body_object", _envelope(queue, tag(16), body=kw(16))),

@@ -14,7 +14,8 @@ import redis
 
 from askq.bench.baselines import done_key, ready_key
 from askq.bench.measure import ProcWatch, wait_until
-from askq.core import keys, message
+from askq.broker import envelope
+from askq.core import keys
 from askq.core.job import JobSpec
 from askq.core.stats import percentile
 from askq.errors import BenchError
@@ -78,9 +79,9 @@ def push_baseline(r: redis.Redis, task: str, specs: list[JobSpec], queue: str = 
     """Enqueue jobs for a baseline: askq's own message, under the baseline's task name, pipelined."""
     pipe = r.pipeline(transaction=False)
     for spec in specs:
-        envelope = json.loads(message.build(queue, spec.model_dump(mode="json"), dispatch=1))
-        envelope["headers"]["task"] = task
-        pipe.lpush(queue, json.dumps(envelope))
+        env = json.loads(envelope.build(queue, spec.model_dump(mode="json"), dispatch=1))
+        env["headers"]["task"] = task
+        pipe.lpush(queue, json.dumps(env))
     pipe.execute()
 
 

@@ -46,8 +46,10 @@ def cmd_flower(args: argparse.Namespace) -> int:
     assert settings.flower.password is not None  # checked by flower_argv
     # Credentials travel in Flower's environment, not argv, so `ps` does not show the password.
     os.environ["FLOWER_BASIC_AUTH"] = f"{settings.flower.user}:{settings.flower.password.get_secret_value()}"
+    from askq.broker.monitor import watch_only
     from askq.workers import app
 
+    watch_only(app)  # Flower's Broker page needs a plain redis:// URL (askq/broker/monitor.py)
     print(json.dumps({"flower": f"http://{args.address or settings.flower.address}:{args.port or settings.flower.port}",
                       "user": settings.flower.user}))
     app.start(argv)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from askq.broker.queues import queue_depth
 from askq.cli.args import positive_int, redis_errors
 from askq.config.settings import load_settings
 from askq.core import keys
@@ -54,7 +55,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     pipe = client.redis.pipeline(transaction=False)
     for name in names:
         pipe.hget(keys.breaker(name), "state")
-    pipe.llen(client.settings.queue)
+    queue_depth(pipe, client.settings.queue)
     *states, depth = pipe.execute()
     console_out = Console()
     console_out.print(jobs_table(counters, client.store.pending_count(), int(depth), client.dlq.count()))

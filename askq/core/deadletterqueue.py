@@ -9,8 +9,9 @@ from typing import Any, cast
 
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts
+from askq.core import keys, scripts
 from askq.core.deadletter import DeadLetter, DeadReason, make_record
 from askq.core.job import check_limits, parse_spec, payload_text
 from askq.errors import InvalidJobError, JobNotFoundError
@@ -190,7 +191,7 @@ class DeadLetterQueue:
         dispatch, recorded = self.redis.hmget(keys.job(record.id), ["dispatch", "queue"])
         # Back to the queue it was submitted to (this client's own when none was recorded).
         queue = str(recorded or self.settings.queue)
-        msg = message.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
+        msg = envelope.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
         outcome = self._replay(
             keys=[keys.job(record.id), queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
             args=[int(dispatch or 0), msg, time.time(), record.id, payload_text(record.payload),

@@ -1,19 +1,13 @@
 """Every Redis key askq uses, in one place: the whole schema on one screen.
 
 Kombu owns the broker keys (the queue list named by `Settings.queue`, `unacked`,
-`unacked_index`, `_kombu.binding.*`); everything below is askq's own.
+`unacked_index`, `_kombu.binding.*`): they are named in askq/broker/keys.py, with the rest of
+what askq knows of kombu. Everything below is askq's own.
 """
 
 from __future__ import annotations
 
 PREFIX = "askq"
-
-# Kombu's Redis transport keys (its defaults; askq sets no key prefix). HASH delivery tag ->
-# JSON [message, exchange, routing key] of every message a worker reserved and has not acked,
-# and ZSET delivery tag -> delivery time — owner: kombu; the reaper restores or drops entries a
-# dead or frozen worker left behind (askq/core/lua/recover.lua). No TTL.
-KOMBU_UNACKED = "unacked"
-KOMBU_UNACKED_INDEX = "unacked_index"
 
 
 # HASH per job — owner: store (producers create, workers advance). Fields: state, payload,

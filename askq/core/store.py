@@ -9,8 +9,9 @@ from typing import Any, cast
 
 import redis
 
+from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts, stats
+from askq.core import keys, scripts, stats
 from askq.core.deadletter import DeadReason
 from askq.core.job import (
     CancelOutcome,
@@ -47,7 +48,7 @@ class JobStore:
         check_callback(spec, self.settings.callbacks.allowed_hosts)
         payload = spec.model_dump(mode="json")
         text = payload_text(payload)
-        msg = message.build(self.settings.queue, payload, dispatch=1, job_text=text)
+        msg = envelope.build(self.settings.queue, payload, dispatch=1, job_text=text)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS, keys.EXPIRIES]
         expiry = ["" if v is None else repr(v) for v in (spec.expires_at, spec.ttl_s)]
         return job_keys, [text, msg, time.time(), spec.id, self.settings.queue, *expiry]

@@ -12,9 +12,9 @@ from typing import Any
 
 from celery import Celery
 
+from askq.broker.envelope import TASK_NAME
 from askq.config.settings import Settings, load_settings
 from askq.core.connection import redis_url
-from askq.core.message import TASK_NAME
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -37,12 +37,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # LLM calls are slow I/O: threads park on the shared event loop (see askq/workers/runtime.py).
         "worker_pool": "threads",
         "worker_concurrency": settings.worker_concurrency,
-        "worker_consumer": "askq.workers.consumer:Consumer",
+        "worker_consumer": "askq.workers.refusals:Consumer",
         "task_default_queue": settings.queue,
         "task_routes": {TASK_NAME: {"queue": settings.queue}},
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         # Kombu's Redis transport, plus dead-lettering of queue entries it cannot parse.
-        "broker_transport": "askq.workers.transport:Transport",
+        "broker_transport": "askq.workers.refusals:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "worker_send_task_events": settings.task_events,

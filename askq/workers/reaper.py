@@ -39,10 +39,12 @@ from typing import Any, cast
 import redis
 import structlog
 
+from askq.broker import envelope, unacked
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts
+from askq.core import keys, scripts
 from askq.core.deadletter import DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import job_id_for
 from askq.workers.transitions import expire_args, expire_keys
 
 log = structlog.get_logger("askq.reaper")
@@ -115,8 +117,7 @@ class Reaper:
         pipe.zrangebyscore(keys.RETRIES, "-inf", now, start=0, num=BATCH)
         # A live worker claims a reserved message within milliseconds (prefetch never exceeds
         # its free threads), so one still unclaimed after a lease period has been abandoned.
-        pipe.zrangebyscore(keys.KOMBU_UNACKED_INDEX, "-inf", now - self.settings.lease_s, start=0,
-                           num=UNACKED_BATCH)
+        unacked.queue_stale(pipe, now - self.settings.lease_s, UNACKED_BATCH)
         pipe.zrangebyscore(keys.EXPIRIES, "-inf", now, start=0, num=BATCH)
         expired, due, abandoned, past = pipe.execute()
         for job_id in past:
@@ -192,13 +193,10 @@ class Reaper:
         seen: set[tuple[str, int]] = set()
         for queue in sorted(short):
             for raw in cast(list[str], self.redis.lrange(queue, 0, -1)):
-                found = message.locate_envelope(_loads(raw))
+                found = envelope.locate_envelope(_loads(raw))
                 if found:
                     seen.add(found)
-        for raw in cast(list[str], self.redis.hvals(keys.KOMBU_UNACKED)):
-            found = message.locate(raw)
-            if found:
-                seen.add(found)
+        seen |= unacked.held_jobs(self.redis)
         resent = 0
         for job_id, (_, dispatch, _, delivery, queue) in candidates:
             if (job_id, int(dispatch or 1)) in seen:
@@ -347,7 +345,7 @@ class Reaper:
 
     def _push(self, job_id: str, state: str, dispatch: int, delivery: int, payload: str, now: float,
               done: str, queue: str, losses: str = "") -> str:
-        msg = message.build(queue, json.loads(payload), dispatch=dispatch + 1)
+        msg = envelope.build(queue, json.loads(payload), dispatch=dispatch + 1)
         outcome = self._requeue(
             keys=[keys.job(job_id), keys.LEASES, queue, keys.RETRIES],
             args=[dispatch, msg, now, job_id, delivery, state, losses],
@@ -362,12 +360,12 @@ class Reaper:
         """Unacked entries worth settling: not ours-and-running. Each entry is read only once."""
         unknown = [t for t in tags if t not in self._located]
         if unknown:
-            for tag, raw in zip(unknown, self.redis.hmget(keys.KOMBU_UNACKED, unknown), strict=True):
+            for tag, raw in zip(unknown, unacked.held(self.redis, unknown), strict=True):
                 if raw is None:  # acked meanwhile
-                    self.redis.zrem(keys.KOMBU_UNACKED_INDEX, tag)
+                    unacked.forget(self.redis, tag)
                 # Not ours (None): kombu's own restore after visibility_timeout deals with it.
                 # Dispatch 0: a submission from another service, whose job it creates itself.
-                self._located[tag] = (message.locate(str(raw)) or _submission(str(raw))) if raw is not None else None
+                self._located[tag] = (envelope.locate(raw) or _submission(raw)) if raw is not None else None
         self._located = {t: self._located[t] for t in tags if t in self._located}
         ours = [(t, loc) for t in tags if (loc := self._located.get(t)) is not None]
         if not ours:
@@ -388,9 +386,9 @@ class Reaper:
             return self._settle_submission(tag)
         payload, recorded = cast(list[str | None], self.redis.hmget(keys.job(job_id), ["payload", "queue"]))
         queue = self.queue_of(recorded)
-        msg = message.build(queue, json.loads(str(payload)), dispatch=dispatch + 1) if payload else ""
+        msg = envelope.build(queue, json.loads(str(payload)), dispatch=dispatch + 1) if payload else ""
         outcome = str(self._recover(
-            keys=[keys.job(job_id), queue, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX],
+            keys=unacked.settle_keys(keys.job(job_id), queue),
             args=[tag, dispatch, msg, now],
         ))
         if outcome in ("restored", "dropped"):
@@ -401,22 +399,26 @@ class Reaper:
 
 
     def _settle_submission(self, tag: str) -> str:
-        raw = self.redis.hget(keys.KOMBU_UNACKED, tag)
-        found = message.locate_submission(str(raw)) if raw is not None else None
+        found = unacked.held_submission(self.redis, tag)
         self._located.pop(tag, None)
         if found is None:
-            self.redis.zrem(keys.KOMBU_UNACKED_INDEX, tag)
+            unacked.forget(self.redis, tag)
             return "skipped"
-        job_id, envelope, queue = found
+        job_id = _submission_job(found)
         outcome = str(self._restore_submission(
-            keys=[keys.job(job_id), queue, keys.KOMBU_UNACKED, keys.KOMBU_UNACKED_INDEX], args=[tag, envelope]))
-        log.info("unacked_settled", job_id=job_id, dispatch=0, outcome=outcome, queue=queue)
+            keys=unacked.settle_keys(keys.job(job_id), found.queue), args=[tag, found.envelope]))
+        log.info("unacked_settled", job_id=job_id, dispatch=0, outcome=outcome, queue=found.queue)
         return outcome if outcome in ("restored", "dropped") else "skipped"
 
 
 def _submission(raw: str) -> tuple[str, int] | None:
-    found = message.locate_submission(raw)
-    return (found[0], 0) if found else None
+    found = envelope.locate_submission(raw)
+    return (_submission_job(found), 0) if found else None
+
+
+def _submission_job(found: envelope.HeldSubmission) -> str:
+    """The job id the worker gives a submission's job (askq/core/message.py submitted_spec)."""
+    return job_id_for(found.idempotency_key) if found.idempotency_key else found.task_id
 
 
 def _loads(raw: str) -> object:

@@ -87,7 +87,8 @@ class Runtime:
         """sleep: the ladder's backoff sleep (tests record the waits instead)."""
         self.settings = settings
         self.url = redis_url(settings)
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        # Celery's node name, as Flower shows it (askq/broker/nodename.py); host:pid outside a worker.
+        self.name = _worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self.started = time.time()
         self.sync_redis = connect(settings, self.url)
         self.dlq = DeadLetterQueue(self.sync_redis, settings)
@@ -209,6 +210,17 @@ async def supervise(name: str, duty: Callable[[], Coroutine[Any, Any, Any]], sto
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()
+
+
+_worker_name: str | None = None
+
+
+def name_worker(name: str) -> None:
+    """Name this process's runtime (before it is built): the Celery node name, set as Celery sets up."""
+    global _worker_name
+    _worker_name = name
+    if _runtime is not None:
+        _runtime.name = name
 
 
 def get_runtime(settings: Settings | None = None) -> Runtime:

@@ -9,15 +9,23 @@ from typing import Any
 
 import redis
 import structlog
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
+from askq.broker import private
+from askq.broker.nodename import unique_nodename
 from askq.config.logging import configure_logging
 from askq.workers import callbacks, cancels, heartbeat, reaper
-from askq.workers.runtime import get_runtime
+from askq.workers.runtime import get_runtime, name_worker
 
 log = structlog.get_logger("askq.worker")
 _stop_thread = threading.Event()
 _stop_loop: asyncio.Event | None = None
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _name(instance: Any, **_: Any) -> None:
+    # One name for this process in Flower, `askq workers` and the metrics: Celery's node name.
+    name_worker(unique_nodename(instance))
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
@@ -43,6 +51,10 @@ def _start(**_: Any) -> None:
             raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
 
     reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
+    changed = private.drift()
+    if changed:
+        # kombu or Celery installed outside the pins (pyproject.toml): askq's overrides may be wrong.
+        log.error("broker_internals_changed", changed=changed)
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
 
 

@@ -1,6 +1,6 @@
 """The answer task: parse the message, bind log context, hand the job to the runtime.
 
-One task name, two forms of message (core.message.parse_arguments): askq's own, naming a stored
+One task name, two forms of message (askq.broker.envelope.parse_arguments): askq's own, naming a stored
 job and its dispatch, which is run; and another service's submission (a plain Celery
 `send_task` carrying only a producer's fields), which becomes a job exactly as a submission
 through the client does (askq/core/lua/submit.lua: the job record and its own first message in
@@ -16,17 +16,20 @@ from typing import Any
 import redis
 import structlog
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 
+from askq.broker.envelope import TASK_NAME, parse_arguments
+from askq.config.logging import scrub
 from askq.core import keys
 from askq.core.deadletter import MAX_RAW_CHARS, DeadReason
-from askq.core.job import JobRequest, check_limits
-from askq.core.message import TASK_NAME, parse_arguments, parse_job, parse_submission, submitted_spec
+from askq.core.job import JobRequest, JobSpec, check_limits
+from askq.core.message import parse_job, parse_submission, submitted_spec
 from askq.core.store import JobStore
-from askq.errors import InvalidJobError
+from askq.errors import InvalidJobError, JobDeadError, JobDeferredError
+from askq.workers import admitted
 from askq.workers.celeryapp import app
-from askq.workers.consumer import record_invalid
 from askq.workers.execution import execute, transient
+from askq.workers.refusals import record_invalid
 from askq.workers.runtime import Runtime, get_runtime
 
 log = structlog.get_logger("askq.task")
@@ -36,11 +39,23 @@ UNKNOWN_JOB_COUNTER = "unknown_job_messages"
 
 
 @app.task(  # type: ignore[untyped-decorator]
-    name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+    # A dead job raises JobDeadError (FAILURE) and a deferred one Retry (RETRY): both still ack
+    # the message (Request.on_failure / on_retry), and neither is logged with a traceback.
+    acks_on_failure_or_timeout=True, throws=(JobDeadError,),
 )
 def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     """Answer one job, or create one another service submitted; an invalid message is
-    dead-lettered, never executed."""
+    dead-lettered, never executed.
+
+    What it returns or raises is only what Celery's events (and so Flower) say about the
+    message; the job's own record is in Redis already. A job this run ended dead raises
+    JobDeadError (FAILURE, the dead letter's `reason: error` as the exception), one sent to a
+    durable retry raises Retry (RETRY); everything else returns its outcome (SUCCESS). Either
+    way the message is acked (acks_late: on success, on failure with acks_on_failure_or_timeout,
+    on Retry in Request.on_retry), no new message is sent for Retry (askq's reaper sends the
+    retry), and no result is stored (ignore_result, no result backend).
+    """
     rt = get_runtime()
     task_id = str(self.request.id)
     structlog.contextvars.clear_contextvars()
@@ -48,15 +63,18 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
     s = rt.settings
     try:
         job, dispatch = parse_arguments(args, kwargs)
+        # The transport checked this job on delivery (askq/workers/admitted.py); only a message
+        # it did not check (another pool, an evicted entry) is checked here.
+        checked = admitted.take(task_id, job)
         if dispatch is None:
-            request = parse_submission(job, task_id)
+            request = checked if isinstance(checked, JobRequest) else parse_submission(job, task_id)
             check_limits(request, s.max_question_chars, s.max_context_docs, s.max_context_chars)
         else:
-            spec = parse_job(job)
+            spec = checked if isinstance(checked, JobSpec) else parse_job(job)
             check_limits(spec, s.max_question_chars, s.max_context_docs, s.max_context_chars)
     except InvalidJobError as exc:
         _dead_letter(task_id, args, kwargs, str(exc))
-        return "invalid"
+        raise JobDeadError(_shown(DeadReason.INVALID_PAYLOAD.value, str(exc))) from None
     if dispatch is None:
         return _submit(rt, request, task_id)
     structlog.contextvars.bind_contextvars(job_id=spec.id, attempt=dispatch)
@@ -66,7 +84,31 @@ def answer(self: Task, *args: Any, **kwargs: Any) -> str:
         # while this message waited, e.g. a copy redelivered late. Nothing is left to answer;
         # counted and logged, so a stream of them is seen.
         _count_unknown(rt)
+    if outcome == "dead:ok":
+        reason, error = _recorded(rt, spec.id, "reason", "error")
+        raise JobDeadError(_shown(reason or "dead", error))
+    if outcome == "deferred:ok":
+        (error,) = _recorded(rt, spec.id, "error")
+        raise Retry(_shown("durable retry", error), exc=JobDeferredError(_shown("durable retry", error)))
     return outcome
+
+
+# The most of a dead letter's error Celery's events carry (Flower shows it as the exception).
+SHOWN_CHARS = 500
+
+
+def _shown(reason: str, error: str | None) -> str:
+    # Celery logs it and sends it in an event (Flower keeps it): scrubbed like every log line.
+    return scrub(f"{reason}: {error or ''}"[: SHOWN_CHARS * 2])[:SHOWN_CHARS]
+
+
+def _recorded(rt: Runtime, job_id: str, *fields: str) -> list[str | None]:
+    """Fields of the job's record as this run left it (one read, only for a dead or deferred job)."""
+    try:
+        return [None if v is None else str(v) for v in rt.sync_redis.hmget(keys.job(job_id), list(fields))]
+    except redis.RedisError as exc:  # what Flower shows only: the record itself is written
+        log.warning("outcome_not_read", error=str(exc))
+        return [None] * len(fields)
 
 
 def _submit(rt: Runtime, request: JobRequest, task_id: str) -> str:
@@ -91,15 +133,16 @@ def _submit(rt: Runtime, request: JobRequest, task_id: str) -> str:
             # A rule only this side knows (the callback allow-list, this worker's limits): refused
             # as a record of its own, never acknowledged into nothing.
             _dead_letter(task_id, (), {"job": request.model_dump(mode="json", exclude_none=True)}, str(exc))
-            return "invalid"
+            raise JobDeadError(_shown(DeadReason.INVALID_PAYLOAD.value, str(exc))) from None
         except redis.RedisError as exc:
             if not transient(exc):
                 # Redis refuses the write itself (not an outage): requeueing would loop, so the
                 # submission is kept (in the raw form of an internal_error dead letter), not lost.
                 log.error("submission_failed", error=str(exc))
-                rt.dlq.kill(None, DeadReason.INTERNAL_ERROR, f"the job could not be created: {exc}",
+                error = f"the job could not be created: {exc}"
+                rt.dlq.kill(None, DeadReason.INTERNAL_ERROR, error,
                             raw=json.dumps({"id": task_id, "job": request.model_dump(mode="json")}))
-                return "internal_error"
+                raise JobDeadError(_shown(DeadReason.INTERNAL_ERROR.value, error)) from None
             if time.monotonic() > deadline:
                 # Redis is away for long: the message goes back on the queue (kombu's reject with
                 # requeue; with Redis still away, the reaper's unacked sweep), never acked into nothing.
