@@ -31,8 +31,8 @@ from askq.core.health import check_health
 from askq.core.job import JobView
 from askq.core.redisserver import free_port
 from askq.core.stats import percentile, read_counters
-from askq.producers.cli import read_jobs_file
 from askq.producers.client import Client
+from askq.producers.jobsfile import read_jobs_file
 from askq.stack import Stack
 
 console = Console(stderr=True)

@@ -18,8 +18,8 @@ from askq.core import keys
 from askq.core.errors import InvalidJobError
 from askq.core.job import SUBMIT_FIELDS
 from askq.core.redisserver import EmbeddedRedis, free_port
-from askq.producers.cli import parse_jsonl, read_file, read_jobs_file
 from askq.producers.client import Client
+from askq.producers.jobsfile import parse_jsonl, read_file, read_jobs_file
 from askq.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,7 +342,7 @@ def test_redis_unreachable_is_one_line_for_every_producer_command(tmp_path: Path
 def test_a_commands_start_is_read_to_the_tick_not_to_the_second() -> None:
     """`askq dlq replay` replays deaths from before its start: a start read a second early (the
     boot time Linux gives in whole seconds) turned a death just before the command into `newer`."""
-    code = ("import time; from askq.producers.cli import _seconds_since_start; "
+    code = ("import time; from askq.cli.deadletters import _seconds_since_start; "
             "print(time.time() - _seconds_since_start())")
     before = time.time()
     started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

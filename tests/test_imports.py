@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("askq/workers", "askq/core", "askq/producers", "askq/config")
+PACKAGES = ("askq/workers", "askq/core", "askq/producers", "askq/config", "askq/cli")
 
 
 def _modules() -> list[str]:

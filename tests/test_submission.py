@@ -22,9 +22,9 @@ from askq.core import keys, message
 from askq.core.errors import InvalidJobError
 from askq.core.job import parse_spec, payload_text
 from askq.producers.api import create_app
-from askq.producers.cli import load_jobs_file
 from askq.producers.client import Client, prepare_job
 from askq.producers.httpclient import HttpClient
+from askq.producers.jobsfile import load_jobs_file
 from askq.producers.routes.jobs import parse_submission
 from askq.stack import Stack
 from tests.test_api import AUTH, TOKEN, serve_api

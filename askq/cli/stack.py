@@ -1,4 +1,4 @@
-"""The operator commands of the askq CLI: `askq api`, `askq health`, `askq flower`."""
+"""The stack commands of the askq CLI: `askq api`, `askq flower`, `askq sim`, `askq redis`, `askq demo`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import json
 import os
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from askq.cli.args import positive_int
 from askq.config.settings import Settings, load_settings
 from askq.core.errors import ConfigError
-
-_COLOURS = {"healthy": "green", "warning": "yellow", "critical": "red", "info": "cyan"}
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -21,29 +17,6 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     serve(load_settings(), host=args.host, port=args.port)
     return 0
-
-
-def cmd_health(args: argparse.Namespace) -> int:
-    """Print the verdict over the window; the exit code is 0 healthy, 1 warning, 2 critical."""
-    from askq.core.connection import connect
-    from askq.core.health import check_health
-
-    settings = load_settings()
-    client = connect(settings)
-    health = check_health(client, args.window or settings.health.window_s)
-    client.close()
-    if args.json:
-        print(health.model_dump_json())
-        return health.exit_code
-    table = Table("check", "value", "status", "thresholds",
-                  title=f"askq health over {health.window_s:g}s: {health.jobs} jobs, {health.calls} calls")
-    for check in health.checks:
-        value = "-" if check.value is None else f"{check.value:g}{check.unit}"
-        table.add_row(check.name, value, f"[{_COLOURS[check.status]}]{check.status}[/]", check.thresholds)
-    console = Console()
-    console.print(table)
-    console.print(f"[bold {_COLOURS[health.status]}]{health.status}[/]")
-    return health.exit_code
 
 
 def flower_argv(settings: Settings, port: int | None = None, address: str | None = None) -> list[str]:
@@ -81,19 +54,66 @@ def cmd_flower(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add the operator commands to the askq argument parser."""
+def cmd_sim(args: argparse.Namespace) -> int:
+    from askq.sim.server import main as sim_main
+
+    return sim_main(args.sim_args)
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    from askq.core.redisserver import ensure_url, stop_detached
+
+    settings = load_settings()
+    if args.redis_command == "stop":
+        stopped, said = stop_detached(settings.var_dir)
+        print(said)
+        # Refusing to signal a process that is not provably the server is a failure to stop.
+        return 0 if stopped or said == "no embedded redis running" else 1
+    print(ensure_url(None, settings.var_dir))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from askq.demo import run_demo
+
+    return run_demo(jobs=args.jobs, as_json=args.json, workers=args.workers, keep_running=args.keep_running)
+
+
+def add_api(sub: Any) -> None:
+    """`askq api`."""
     p = sub.add_parser("api", help="serve the HTTP API (uvicorn)")
     p.add_argument("--host", help="address to listen on (default: api.host)")
     p.add_argument("--port", type=int, help="port (default: api.port)")
     p.set_defaults(func=cmd_api)
 
-    p = sub.add_parser("health", help="health verdict over a sliding window; exit 0 healthy, 1 warning, 2 critical")
-    p.add_argument("--window", type=float, help="seconds to look back (default: health.window_s)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_health)
 
+def add_flower(sub: Any) -> None:
+    """`askq flower`."""
     p = sub.add_parser("flower", help="run Flower against the broker (basic auth required, state under var/)")
     p.add_argument("--port", type=int, help="port (default: flower.port)")
     p.add_argument("--address", help="address to listen on (default: flower.address)")
     p.set_defaults(func=cmd_flower)
+
+
+def add_sim(sub: Any) -> None:
+    """`askq sim` (its options go on to the simulator)."""
+    p = sub.add_parser("sim", help="run the OpenAI-compatible LLM simulator", add_help=False)
+    p.add_argument("sim_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_sim)
+
+
+def add_redis(sub: Any) -> None:
+    """`askq redis url | stop`."""
+    p = sub.add_parser("redis", help="the embedded Redis: print its URL (starting it) or stop it")
+    p.add_argument("redis_command", choices=["url", "stop"])
+    p.set_defaults(func=cmd_redis)
+
+
+def add_demo(sub: Any) -> None:
+    """`askq demo`."""
+    p = sub.add_parser("demo", help="run the whole stack on embedded defaults and answer a batch of questions")
+    p.add_argument("--jobs", type=positive_int, default=200, help="questions to answer (default 200)")
+    p.add_argument("--workers", type=positive_int, default=2, help="worker processes (default 2)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--keep-running", action="store_true", help="keep the stack (and Flower) up after the summary")
+    p.set_defaults(func=cmd_demo)
