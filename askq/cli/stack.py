@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from askq.cli.args import positive_int
+from askq.config.logging import configure_logging
 from askq.config.settings import Settings, load_settings
 from askq.core.errors import ConfigError
 
@@ -37,11 +38,14 @@ def flower_argv(settings: Settings, port: int | None = None, address: str | None
         f"--db={db}",
         "--state_save_interval=60000",
         "--purge_offline_workers=3600",
+        # tornado would add its own log handler; Flower's lines go through askq's logging instead.
+        "--logging=none",
     ]
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
     argv = flower_argv(settings, args.port, args.address)
     assert settings.flower.password is not None  # checked by flower_argv
     # Credentials travel in Flower's environment, not argv, so `ps` does not show the password.

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from askq.cli.args import positive_int, redis_errors
+from askq.config.logging import configure_logging
 from askq.config.settings import load_settings
 from askq.core import keys
 from askq.core.liveness import list_workers
@@ -27,9 +28,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # must reach it, so the heartbeat reports and the loop sizes for the real concurrency.
         os.environ["ASKQ_WORKER_CONCURRENCY"] = str(args.concurrency)
     settings = load_settings()
+    # Before Celery starts: its first lines (a warning about running as root) come out formatted too.
+    configure_logging(settings.log_level, settings.log_json)
     from askq.workers import app
 
-    argv = [
+    # Celery's banner is a block of text on stdout; with JSON logs, worker_started says the same.
+    argv = ["--quiet"] if settings.log_json else []
+    argv += [
         "worker",
         "--pool", args.pool,
         "--concurrency", str(settings.worker_concurrency),

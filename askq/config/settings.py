@@ -110,6 +110,8 @@ class ApiSettings(_Strict):
     max_pending_connections: int = Field(512, ge=1)
     # All connections together; past this uvicorn answers 503 (keep it under the process's `ulimit -n`).
     max_connections: int = Field(4096, ge=16)
+    # One line per request (uvicorn's access log: client, method, path, status), JSON with log_json.
+    access_log: bool = True
 
 
 class FlowerSettings(_Strict):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from typing import Any
 
 import redis
 import structlog
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from askq.config.logging import configure_logging
 from askq.workers import callbacks, cancels, heartbeat, reaper
@@ -20,11 +21,32 @@ _stop_thread = threading.Event()
 _stop_loop: asyncio.Event | None = None
 
 
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: Any = None, **_: Any) -> None:
+    """A receiver here stops Celery configuring logging itself: its lines go through askq's."""
+    from celery.apps import worker as celery_worker
+
+    from askq.config.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    # Celery's own loggers keep the worker's --loglevel (warning by default: no line per task).
+    logging.getLogger("celery").setLevel(loglevel or logging.WARNING)
+    if settings.log_json:
+        # Celery 5 writes "worker: Warm shutdown (MainProcess)" and its other signal-handler
+        # notices straight to the stdout file descriptor (celery.apps.worker.safe_say, looked up
+        # when called); with JSON logs they are events too. tests/test_logs.py stops a worker.
+        celery_worker.safe_say = _say
+
+
+def _say(msg: str, *_: Any) -> None:
+    log.warning("celery_notice", message=msg.strip())
+
+
 @worker_ready.connect  # type: ignore[untyped-decorator]
 def _start(**_: Any) -> None:
     global _stop_loop
     rt = get_runtime()
-    configure_logging(rt.settings.log_level, rt.settings.log_json)
 
     async def make_event() -> asyncio.Event:
         return asyncio.Event()
@@ -43,7 +65,7 @@ def _start(**_: Any) -> None:
             raise redis.TimeoutError("renewing this process's own leases took longer than a lease") from None
 
     reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
-    log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency)
+    log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency, queue=rt.settings.queue)
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]
