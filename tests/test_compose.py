@@ -43,6 +43,13 @@ def test_every_askq_service_runs_a_real_askq_command() -> None:
             parse_command(test[2:])
 
 
+def test_the_worker_is_unhealthy_only_when_critical_or_unknown() -> None:
+    # `askq health` exits 1 on a warning, which Docker reads as unhealthy; --probe exits 1 only
+    # for critical (2) and unknown (3) (tests/test_exitcodes.py holds the codes).
+    args = parse_command(SERVICES["worker"]["healthcheck"]["test"][2:])
+    assert args.command == "health" and args.probe
+
+
 @pytest.mark.parametrize("check", ["health", "/readyz"])
 def test_health_checks_use_askq_health_and_readyz(check: str) -> None:
     tests = [" ".join(s["healthcheck"]["test"]) for s in ASKQ_SERVICES.values() if "healthcheck" in s]

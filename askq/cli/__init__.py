@@ -12,7 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from askq.cli import bench, deadletters, jobs, stack, workers
+from askq.cli.args import redis_problem
 from askq.core.errors import AskqError
 
 # Every command's parser, in the order `askq --help` lists them.
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except AskqError as exc:
         print(f"askq: error: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:  # the environment's fault, whichever command met it
+        print(f"askq: error: {redis_problem(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -287,6 +287,26 @@ class Settings(BaseSettings):
     # Test-only hook: a question containing "[[askq:crash]]" kills its worker process.
     chaos_hooks: bool = False
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here so a wrong URL is one settings error, not redis-py's traceback at first use;
+        # the message never quotes the URL (it may hold the password).
+        if value is None:
+            return value
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            got = f"a {parts.scheme}:// URL" if parts.scheme else "no scheme"
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL "
+                             f"(redis://:PASSWORD@HOST:6379/0), got {got}")
+        try:
+            parts.port  # noqa: B018 - urllib checks the port's range when it is read
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("names no host (redis://HOST:6379/0)")
+        return value
+
     @field_validator("providers")
     @classmethod
     def _unique_names(cls, value: list[ProviderSettings]) -> list[ProviderSettings]:
