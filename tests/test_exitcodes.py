@@ -107,3 +107,13 @@ def test_health_exit_codes_follow_the_verdict_and_probe_fails_only_on_critical_o
     probe = askq(_env(tmp_path, ASKQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"), "health", "--probe")
     assert probe.returncode == 1
     client.close()
+
+
+def test_a_var_dir_askq_cannot_use_is_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    env = _env(tmp_path)
+    env["ASKQ_VAR_DIR"] = str(not_a_dir)
+    done = askq(env, "submit", "hi")
+    line = one_error_line(done)
+    assert done.returncode == 2 and "ASKQ_VAR_DIR" in line and str(not_a_dir) in line, line

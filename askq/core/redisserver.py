@@ -238,8 +238,15 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
     if found:
         return found
     # Two askq processes starting at once must agree on one server: look again under a lock.
-    Path(var_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(var_dir) / "redis.lock", "w") as lock:
+    try:
+        Path(var_dir).mkdir(parents=True, exist_ok=True)
+        lock_file = open(Path(var_dir) / "redis.lock", "w")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise EmbeddedRedisError(
+            f"cannot keep the embedded Redis in {var_dir} ({exc.strerror}): set ASKQ_VAR_DIR to a writable "
+            "directory, or ASKQ_REDIS_URL to a Redis server"
+        ) from None
+    with lock_file as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = discover(var_dir)
         if found:
