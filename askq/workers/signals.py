@@ -13,7 +13,7 @@ import structlog
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from askq.config.logging import configure_logging
-from askq.workers import callbacks, cancels, heartbeat, reaper
+from askq.workers import callbacks, cancels, heartbeat, reachability, reaper
 from askq.workers.runtime import get_runtime
 
 log = structlog.get_logger("askq.worker")
@@ -66,6 +66,7 @@ def _start(**_: Any) -> None:
 
     reaper.run_in_thread(rt.sync_redis, rt.settings, rt.name, _stop_thread, renew_own_leases)
     log.info("worker_started", worker=rt.name, concurrency=rt.settings.worker_concurrency, queue=rt.settings.queue)
+    reachability.check_in_background(rt.settings)
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]
