@@ -1,7 +1,7 @@
 """The `askq` command: the parser, assembled from one module per area, and its error handling.
 
 Areas: `jobs` (submit, cancel, status, wait), `deadletters` (dlq), `workers` (stats, workers,
-health, worker), `stack` (api, flower, sim, redis, demo), `bench` (bench, chaos). A command is a
+health, worker), `stack` (api, flower, sim, redis, up, demo), `bench` (bench, chaos). A command is a
 `cmd_*` function and an `add_*` function in its area's module, listed in COMMANDS below.
 """
 
@@ -25,7 +25,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     workers.add_stats, workers.add_workers,
     stack.add_api, workers.add_health, stack.add_flower,
     workers.add_worker,
-    stack.add_sim, stack.add_redis, stack.add_demo,
+    stack.add_sim, stack.add_redis, stack.add_up, stack.add_demo,
     bench.add_bench, bench.add_chaos,
 )
 

@@ -1,4 +1,4 @@
-"""The stack commands of the askq CLI: `askq api`, `askq flower`, `askq sim`, `askq redis`, `askq demo`."""
+"""The stack commands of the askq CLI: `askq api`, `askq flower`, `askq sim`, `askq redis`, `askq up`, `askq demo`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from askq.cli.args import positive_int
 from askq.config.logging import configure_logging
-from askq.config.settings import Settings, load_settings
+from askq.config.settings import SIM_PORT, Settings, load_settings
 from askq.core.errors import ConfigError
 
 
@@ -111,6 +111,21 @@ def add_redis(sub: Any) -> None:
     p = sub.add_parser("redis", help="the embedded Redis: print its URL (starting it) or stop it")
     p.add_argument("redis_command", choices=["url", "stop"])
     p.set_defaults(func=cmd_redis)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from askq.up import run_up
+
+    return run_up(sim_port=args.sim_port)
+
+
+def add_up(sub: Any) -> None:
+    """`askq up`."""
+    p = sub.add_parser("up", help="run the whole local stack in the foreground (embedded Redis, simulator, a worker, "
+                                  "API, Flower); Ctrl-C stops it")
+    p.add_argument("--sim-port", type=positive_int, default=SIM_PORT,
+                   help=f"the simulator's port (default {SIM_PORT}, where the default providers look for it)")
+    p.set_defaults(func=cmd_up)
 
 
 def add_demo(sub: Any) -> None:
