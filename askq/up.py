@@ -24,7 +24,7 @@ import httpx
 
 from askq.config.settings import SIM_PORT, SIM_URL, Settings, load_settings
 from askq.core.errors import AskqError
-from askq.core.redisserver import discover, ensure_url, stop_detached
+from askq.core.redisserver import discover, ensure_url, stop_if_unused
 from askq.stack import Stack
 
 START_TIMEOUT_S = 60.0
@@ -95,8 +95,8 @@ def run_up(sim_port: int = SIM_PORT) -> int:
         _free_or_fail(sim_port, "the simulator", "ASKQ_PROVIDERS")
 
     configured = settings.redis_url.get_secret_value() if settings.redis_url else None
-    # Ours to stop at the end only if this command started it; otherwise it was already serving
-    # this directory's askq processes and goes on doing so.
+    # Ours to stop at the end only if this command started it and no other askq process (a
+    # demo, a worker started by hand) is connected to it by then.
     started_redis = configured is None and discover(settings.var_dir) is None
     redis_url = ensure_url(configured, settings.var_dir)
     user = settings.flower.user or "askq"
@@ -127,7 +127,7 @@ def run_up(sim_port: int = SIM_PORT) -> int:
         say("stopping what `askq up` started ...")
         stack.stop()
         if started_redis:
-            stop_detached(settings.var_dir)
+            stop_if_unused(settings.var_dir)
 
 
 def _print_urls(settings: Settings, redis_url: str, sim_port: int | None, user: str, password: str,

@@ -6,10 +6,13 @@ or when no worker is running. Real `askq` processes, a real worker.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import redis
 
 from askq.core.redisserver import EmbeddedRedis, free_port
@@ -58,3 +61,52 @@ def test_with_no_provider_reachable_the_worker_and_the_cli_say_so(
     assert "no askq worker" not in again.stderr
     many = askq(env, "wait", again.stdout.strip(), alone.stdout.strip(), "--timeout", "60")
     assert "2 of 2 jobs got a degraded answer (default 2)" in many.stderr, many.stderr
+
+
+def _redis_servers_of(var: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if "redis-server" in (proc.info["name"] or "") and proc.cwd().startswith(str(var)):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_demos_use_the_directorys_redis_which_every_command_finds(tmp_path: Path) -> None:
+    """Two demos in one directory share one Redis (never two servers on one AOF), and with
+    --keep-running the CLI run in that directory sees the demo's jobs."""
+    var = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")} | {"ASKQ_VAR_DIR": str(var)}
+    log = tmp_path / "kept.log"
+    with open(log, "w") as out:
+        kept = subprocess.Popen([sys.executable, "-m", "askq", "demo", "--jobs", "10", "--workers", "1",
+                                 "--keep-running"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # The first demo starts the directory's Redis; the second finds it.
+        wait_for(lambda: "Flower: http" in log.read_text() or kept.poll() is not None, 120,
+                 what="the first demo to start")
+        other = subprocess.run([sys.executable, "-m", "askq", "demo", "--jobs", "10", "--workers", "1", "--json"],
+                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert other.returncode == 0, other.stderr[-2000:]
+        assert json.loads(other.stdout)["lost"] == 0
+        wait_for(lambda: "the stack keeps running" in log.read_text() or kept.poll() is not None, 300,
+                 what="the first demo to finish its batch")
+        assert kept.poll() is None, log.read_text()[-2000:]
+        assert len(_redis_servers_of(var)) == 1
+
+        # The CLI here talks to the demo's Redis: both demos' jobs are in it.
+        stats = subprocess.run([sys.executable, "-m", "askq", "stats", "--json"], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+        assert json.loads(stats.stdout)["submitted"] == 20, stats.stdout + stats.stderr
+        kept.send_signal(signal.SIGINT)
+        assert kept.wait(60) == 0, log.read_text()[-2000:]
+        # The demo that started the Redis stopped it, nothing else using it by then.
+        wait_for(lambda: _redis_servers_of(var) == [], 30, what="the embedded Redis to stop")
+    finally:
+        if kept.poll() is None:
+            kept.kill()
+            kept.wait()
+        subprocess.run([sys.executable, "-m", "askq", "redis", "stop"], env=env, cwd=tmp_path, timeout=60,
+                       capture_output=True)

@@ -71,7 +71,7 @@ def test_up_runs_the_stack_other_commands_find_and_ctrl_c_stops_it(tmp_path: Pat
         if up.poll() is None:
             up.kill()
             up.wait()
-    gone, alive = psutil.wait_procs(children, timeout=20)
+    _, alive = psutil.wait_procs(children, timeout=20)
     assert alive == [], f"still running after Ctrl-C: {[p.cmdline() for p in alive]}"
     assert not any(_listening(port) for port in (api_port, flower_port, sim_port))
     # It started the embedded Redis, so it stopped it too.

@@ -291,3 +291,18 @@ def stop_detached(var_dir: Path) -> tuple[bool, str]:
         return False, "no embedded redis running"
     path.unlink(missing_ok=True)
     return True, "stopped"
+
+
+def stop_if_unused(var_dir: Path) -> bool:
+    """Stop the embedded Redis if no client but this check is connected to it (`askq up` and
+    `askq demo` stop the server they started, but never from under another askq process)."""
+    url = discover(var_dir)
+    if url is None:
+        return False
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        others = len(client.client_list()) - 1
+        client.close()
+    except redis.RedisError:
+        return False
+    return others <= 0 and stop_detached(var_dir)[0]
