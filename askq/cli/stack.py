@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from askq.cli.args import positive_int
-from askq.config.logging import configure_logging
+from askq.config.logging import configure_logging, scrub
 from askq.config.settings import SIM_PORT, Settings, load_settings
 from askq.core.errors import ConfigError
 
@@ -73,6 +74,12 @@ def cmd_redis(args: argparse.Namespace) -> int:
         print(said)
         # Refusing to signal a process that is not provably the server is a failure to stop.
         return 0 if stopped or said == "no embedded redis running" else 1
+    if settings.redis_url is not None:
+        # Configured: that is the Redis every askq process here uses; starting an embedded one
+        # beside it would only mislead. The password stays hidden.
+        print(scrub(settings.redis_url.get_secret_value()))
+        print("askq: ASKQ_REDIS_URL is set: askq uses that Redis, not an embedded one", file=sys.stderr)
+        return 0
     print(ensure_url(None, settings.var_dir))
     return 0
 
