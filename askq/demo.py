@@ -26,12 +26,12 @@ from rich.table import Table
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.connection import connect
-from askq.core.errors import AskqError
 from askq.core.health import check_health
 from askq.core.job import JobView
 from askq.core.liveness import list_workers
 from askq.core.redisserver import discover, ensure_url, free_port, stop_if_unused
 from askq.core.stats import percentile, read_counters
+from askq.errors import AskqError
 from askq.producers.client import Client
 from askq.producers.jobsfile import read_jobs_file
 from askq.stack import Stack

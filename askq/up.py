@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from askq.config.settings import SIM_PORT, SIM_URL, Settings, load_settings
-from askq.core.errors import AskqError
 from askq.core.redisserver import discover, ensure_url, stop_if_unused
+from askq.errors import AskqError
 from askq.stack import Stack
 
 START_TIMEOUT_S = 60.0

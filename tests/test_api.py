@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from askq.config.settings import ApiSettings, Settings
-from askq.core.errors import ConfigError, InvalidJobError
 from askq.core.job import JobState
 from askq.core.redisserver import free_port
+from askq.errors import ConfigError, InvalidJobError
 from askq.producers.api import check_exposure, create_app
 from askq.producers.client import Client
 from askq.producers.httpclient import HttpClient, JobClient

@@ -15,8 +15,9 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys, message
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason, JobState, job_id_for
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState, job_id_for
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers
@@ -112,8 +113,8 @@ def test_bad_message_never_touches_the_job_it_names(settings: Settings, r: redis
 
 @pytest.mark.parametrize("field", ["question", "created"])
 def test_submit_refuses_missing_field_with_its_name(settings: Settings, field: str) -> None:
-    from askq.core.errors import InvalidJobError
     from askq.core.job import parse_spec
+    from askq.errors import InvalidJobError
 
     job = _job("abc")
     del job[field]

@@ -19,8 +19,9 @@ from standardwebhooks.webhooks import Webhook
 
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
-from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers
@@ -291,7 +292,7 @@ def test_urls_that_came_in_around_the_checks_are_not_called_nor_their_credential
     with receiving([200]) as receiver:
         stack.start_worker(concurrency=4, **CALLBACK_ENV)
         wait_workers(r, 1)
-        submit = r.register_script(scripts.SUBMIT)
+        submit = scripts.register(r, "submit")
         ids = []
         # As an older or foreign producer might store them: SUBMIT itself, no submission checks.
         for url in (receiver.url.replace("http://", "http://ops:hunter2-password@") + "/hook",

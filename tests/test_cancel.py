@@ -20,12 +20,13 @@ from fastapi.testclient import TestClient
 
 from askq.config.settings import ApiSettings, Settings
 from askq.core import keys, scripts
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.errors import InvalidJobError, JobNotFoundError
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.health import check_health
-from askq.core.job import CancelOutcome, DeadReason, JobState, Result, parse_spec
+from askq.core.job import CancelOutcome, JobState, Result, parse_spec
 from askq.core.stats import read_counters, read_health_window
 from askq.core.store import cancel_keys
+from askq.errors import InvalidJobError, JobNotFoundError
 from askq.producers.api import create_app
 from askq.producers.client import Client
 from askq.producers.httpclient import HttpClient
@@ -102,7 +103,7 @@ def test_cancelling_a_running_job_cuts_its_provider_call_and_writes_no_result(
     if heard_by == "message":
         assert client.cancel(job_id) is CancelOutcome.CANCELLED
     else:
-        cancel = r.register_script(scripts.CANCEL)
+        cancel = scripts.register(r, "cancel")
         args = [job_id, time.time(), 3600, 3600, "askq:test:nobody-listens"]
         assert cancel(keys=cancel_keys(job_id), args=args) == "cancelled"
     # The connection is dropped: the simulator's handler is cancelled long before its answer.

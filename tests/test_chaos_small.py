@@ -20,8 +20,7 @@ from askq.bench.chaos import parse_phases, run_chaos
 from askq.bench.malformed import malformed_entries, records_per_entry
 from askq.bench.simcontrol import CLASSIC_FAULT_KINDS, mix
 from askq.bench.verdict import check
-from askq.core.deadletter import DeadLetter
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadLetter, DeadReason
 from askq.sim.faults import FAULT_KINDS
 
 ALWAYS_CHECKED = {"lost", "duplicates", "not_exactly_one_terminal", "replaced_results", "recovery_max_s",

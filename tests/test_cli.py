@@ -15,9 +15,9 @@ import redis
 from askq.cli import build_parser, main
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.errors import InvalidJobError
 from askq.core.job import SUBMIT_FIELDS
 from askq.core.redisserver import EmbeddedRedis, free_port
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.producers.jobsfile import parse_jsonl, read_file, read_jobs_file
 from askq.stack import Stack

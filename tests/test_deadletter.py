@@ -16,8 +16,9 @@ import redis.asyncio as aredis
 
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason, JobState, Result
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState, Result
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.jobstate import JobState as WorkerJobState

@@ -15,7 +15,8 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys, message
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
 from askq.stack import Stack

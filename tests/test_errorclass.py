@@ -11,7 +11,7 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
+from askq.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
 from askq.workers.chain import Chain
 from askq.workers.errorclass import classify
 from askq.workers.providerhttp import Exchange

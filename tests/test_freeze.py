@@ -22,8 +22,9 @@ import redis.asyncio as aredis
 
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client
 from askq.stack import Stack, default_providers

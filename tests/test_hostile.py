@@ -21,8 +21,8 @@ import redis
 from aiohttp import web
 
 from askq.config.settings import ProviderSettings, Settings
-from askq.core.errors import ProviderError
 from askq.core.job import JobSpec, JobState
+from askq.errors import ProviderError
 from askq.producers.client import Client
 from askq.sim.answers import answer_for
 from askq.sim.replies import completion_data

@@ -22,10 +22,11 @@ from hypothesis import settings as hsettings
 from askq.bench.hostile import body_of, encode_body, envelope, hostile_entries, marker
 from askq.config.settings import Settings
 from askq.core import keys, message
-from askq.core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadLetterQueue
-from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import MAX_RAW_CHARS, DeadLetter, DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState
 from askq.core.liveness import list_workers
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_for, wait_workers

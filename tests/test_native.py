@@ -21,8 +21,9 @@ from prometheus_client import generate_latest
 
 from askq.config.settings import Settings
 from askq.core import keys, message
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason, JobState, job_id_for
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobState, job_id_for
 from askq.core.metrics import registry_for
 from askq.core.redisserver import EmbeddedRedis
 from askq.producers.client import Client

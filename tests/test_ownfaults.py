@@ -19,8 +19,9 @@ from structlog.testing import capture_logs
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
-from askq.core.deadletter import DeadLetter, DeadLetterQueue
-from askq.core.job import DeadReason, JobSpec, payload_text
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
+from askq.core.job import JobSpec, payload_text
 from askq.sim.answers import answer_for
 from askq.workers.execution import execute
 from askq.workers.runtime import Runtime
@@ -40,7 +41,7 @@ def _unencodable(n: int) -> JobSpec:
 def _write_job(r: redis.Redis, settings: Settings, spec: JobSpec) -> None:
     """Create the job and its message exactly as SUBMIT does, with no check of the text."""
     payload = spec.model_dump(mode="json")
-    created = r.register_script(scripts.SUBMIT)(
+    created = scripts.register(r, "submit")(
         keys=[keys.job(spec.id), keys.PENDING, settings.queue, keys.STATS],
         args=[payload_text(payload), message.build(settings.queue, payload, dispatch=1), time.time(), spec.id,
               settings.queue])

@@ -12,8 +12,9 @@ import redis
 
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
-from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.sim.answers import answer_for
 from askq.stack import Stack

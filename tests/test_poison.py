@@ -7,7 +7,8 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
 from askq.workers.reaper import is_culprit

@@ -10,8 +10,9 @@ import redis
 
 from askq.config.logging import scrub
 from askq.config.settings import load_settings
-from askq.core.errors import ConfigError
-from askq.core.job import DeadReason, JobState
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobState
+from askq.errors import ConfigError
 from askq.producers.client import Client
 from askq.stack import Stack
 from tests.conftest import Sim, wait_workers

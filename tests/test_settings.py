@@ -9,7 +9,7 @@ import pytest
 
 from askq.config.logging import scrub
 from askq.config.settings import explicit_settings, load_settings
-from askq.core.errors import (
+from askq.errors import (
     AskqError,
     BadAnswerError,
     ConfigError,

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from askq.config.settings import ApiSettings, Settings
 from askq.core import keys, message
-from askq.core.errors import InvalidJobError
 from askq.core.job import parse_spec, payload_text
+from askq.errors import InvalidJobError
 from askq.producers.api import create_app
 from askq.producers.client import Client, prepare_job
 from askq.producers.httpclient import HttpClient

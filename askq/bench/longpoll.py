@@ -25,9 +25,9 @@ from rich.table import Table
 from askq.bench.measure import wait_until
 from askq.config.settings import load_settings
 from askq.core.connection import connect
-from askq.core.errors import BenchError
 from askq.core.redisserver import free_port
 from askq.core.stats import percentile
+from askq.errors import BenchError
 from askq.producers.client import Client
 from askq.stack import Stack
 

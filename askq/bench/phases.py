@@ -34,7 +34,7 @@ from askq.bench.reader import FirstResults
 from askq.bench.workload import make_specs
 from askq.config.settings import ProviderSettings, Settings
 from askq.core import keys
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadReason
 from askq.producers.client import Client
 from askq.stack import Stack, default_providers
 

@@ -5,27 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from askq.producers.client import Client
-from askq.stack import Stack
-
-LEVELS = (25, 50, 100, 200, 400)
-
-
-def sweep(stack: Stack, client: Client, workers: int, path: Path, jobs: int = 1000,
-          levels: tuple[int, ...] = LEVELS) -> list[dict[str, Any]]:
-    """Run askq at each concurrency level (per worker), draw the plot at `path`, return the points."""
-    from askq.bench.run import run_askq
-
-    points = []
-    for level in levels:
-        f = run_askq(stack, client, workers, level, jobs, timeout_s=max(120.0, jobs / 10))
-        points.append({"concurrency": level * workers, "jobs_per_s": f.jobs_per_s, "p99_s": f.p99_s,
-                       "cpu_ms_per_job": f.cpu_ms_per_job})
-    draw(points, path)
-    return points
-
 
 def draw(points: list[dict[str, Any]], path: Path) -> None:
+    """Throughput (left axis) and p99 (right axis) against jobs in flight, saved as a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from askq.bench.measure import ProcWatch, wait_until
+from askq.bench.plot import draw
 from askq.bench.workload import Figures, askq_timings, figures, make_specs, run_baseline
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.connection import connect
-from askq.core.errors import BenchError
+from askq.errors import BenchError
 from askq.producers.client import Client
 from askq.stack import Stack, default_providers
 
@@ -61,6 +62,21 @@ def run_askq(stack: Stack, client: Client, workers: int, concurrency: int, jobs:
         for proc in procs:
             stack.kill_worker(proc, 15)
             stack.workers.remove(proc)
+
+
+LEVELS = (25, 50, 100, 200, 400)
+
+
+def sweep(stack: Stack, client: Client, workers: int, path: Path, jobs: int = 1000,
+          levels: tuple[int, ...] = LEVELS) -> list[dict[str, Any]]:
+    """Run askq at each concurrency level (per worker), draw the plot at `path`, return the points."""
+    points = []
+    for level in levels:
+        f = run_askq(stack, client, workers, level, jobs, timeout_s=max(120.0, jobs / 10))
+        points.append({"concurrency": level * workers, "jobs_per_s": f.jobs_per_s, "p99_s": f.p99_s,
+                       "cpu_ms_per_job": f.cpu_ms_per_job})
+    draw(points, path)
+    return points
 
 
 def render(rows: list[Figures], ratios: dict[str, float], out: Console) -> None:
@@ -113,8 +129,6 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
             result |= {"bare": bare.as_dict(), "textbook": textbook.as_dict()}
             r.close()
         if plot is not None:
-            from askq.bench.plot import sweep
-
             result["sweep"] = sweep(stack, client, workers, plot, jobs=min(jobs, 1000))
         client.close()
     result |= {"jobs_per_s": mine.jobs_per_s, "p99_s": mine.p99_s, "cpu_ms_per_job": mine.cpu_ms_per_job,

@@ -18,7 +18,7 @@ from typing import Any
 from askq.bench.malformed import records_per_entry
 from askq.bench.phases import Run, invalid_records
 from askq.core import keys
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadReason
 from askq.core.stats import percentile
 
 # askq/workers/execution.py's marker (chaos_hooks); not imported, as importing a worker module has

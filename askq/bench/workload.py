@@ -15,9 +15,9 @@ import redis
 from askq.bench.baselines import DONE_KEY, READY_KEY
 from askq.bench.measure import ProcWatch, wait_until
 from askq.core import keys, message
-from askq.core.errors import BenchError
 from askq.core.job import JobSpec
 from askq.core.stats import percentile
+from askq.errors import BenchError
 from askq.stack import Stack
 
 BASELINE_QUEUE = "bench"

@@ -16,7 +16,7 @@ import redis
 
 from askq.cli import bench, deadletters, jobs, stack, workers
 from askq.cli.args import redis_problem
-from askq.core.errors import AskqError
+from askq.errors import AskqError
 
 # Every command's parser, in the order `askq --help` lists them.
 COMMANDS: tuple[Callable[[Any], None], ...] = (

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from askq.core.errors import AskqError
+from askq.errors import AskqError
 
 
 def positive_int(text: str) -> int:

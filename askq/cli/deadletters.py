@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from askq.cli.args import positive_int, redis_errors
-from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadReason
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 
 console = Console(stderr=True)

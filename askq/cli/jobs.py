@@ -16,10 +16,10 @@ from rich.progress import Progress
 from askq.cli.args import redis_errors
 from askq.config.settings import load_settings
 from askq.core import keys
-from askq.core.errors import AskqError, InvalidJobError, JobNotFoundError
 from askq.core.job import JobSpec, JobView, parse_where, request_data
 from askq.core.liveness import list_workers
 from askq.core.stats import read_health_window
+from askq.errors import AskqError, InvalidJobError, JobNotFoundError
 from askq.producers.client import Client, prepare_job
 from askq.producers.jobsfile import MAX_FILE_BYTES, decode_utf8, load_jobs_file, load_json, read_file
 

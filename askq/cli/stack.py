@@ -11,7 +11,7 @@ from typing import Any
 from askq.cli.args import positive_int
 from askq.config.logging import configure_logging, scrub
 from askq.config.settings import SIM_PORT, Settings, load_settings
-from askq.core.errors import ConfigError
+from askq.errors import ConfigError
 
 
 def cmd_api(args: argparse.Namespace) -> int:

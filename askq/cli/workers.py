@@ -16,10 +16,10 @@ from askq.cli.args import positive_int, redis_errors, redis_problem
 from askq.config.logging import configure_logging
 from askq.config.settings import load_settings
 from askq.core import keys
-from askq.core.errors import AskqError
 from askq.core.health import Level
 from askq.core.liveness import list_workers
 from askq.core.stats import read_counters
+from askq.errors import AskqError
 from askq.producers.client import Client
 from askq.producers.report import jobs_table, providers_table
 

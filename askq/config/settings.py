@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 from askq.config.logging import register_secrets
-from askq.core.errors import ConfigError, describe_validation
+from askq.errors import ConfigError, describe_validation
 
 ENV_PREFIX = "ASKQ_"
 SIM_PORT = 8700

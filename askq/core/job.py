@@ -25,7 +25,8 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
-from askq.core.errors import InvalidJobError, describe_validation
+from askq.core.deadletter import DeadReason
+from askq.errors import InvalidJobError, describe_validation
 
 # Idempotency keys map to job ids deterministically, so concurrent submitters agree on the id.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5f1c7a2e-3b0d-4a57-9a8e-0c5d1e7b2a41")
@@ -62,21 +63,6 @@ class CancelOutcome(StrEnum):
     ALREADY_SUCCEEDED = "already_succeeded"
     ALREADY_DEAD = "already_dead"
     ALREADY_EXPIRED = "already_expired"
-
-
-class DeadReason(StrEnum):
-    """Why a job was dead-lettered."""
-
-    POISON = "poison"
-    PERMANENT_ERROR = "permanent_error"
-    EXHAUSTED = "exhausted"
-    INVALID_PAYLOAD = "invalid_payload"
-    # askq's own code or the job's own data failed (e.g. text that cannot be encoded into a
-    # request): not a provider's fault, so no breaker counted it and no tier retried it.
-    INTERNAL_ERROR = "internal_error"
-    # Not the job's death: its completion callback could not be delivered (the job itself is
-    # terminal and keeps its outcome). Replay re-delivers the callback, not the job.
-    CALLBACK_FAILED = "callback_failed"
 
 
 # The contract's own limits on metadata (the question and context limits are settings): it

@@ -11,7 +11,7 @@ PREFIX = "askq"
 # Kombu's Redis transport keys (its defaults; askq sets no key prefix). HASH delivery tag ->
 # JSON [message, exchange, routing key] of every message a worker reserved and has not acked,
 # and ZSET delivery tag -> delivery time — owner: kombu; the reaper restores or drops entries a
-# dead or frozen worker left behind (askq/core/scripts.py RECOVER). No TTL.
+# dead or frozen worker left behind (askq/core/lua/recover.lua). No TTL.
 KOMBU_UNACKED = "unacked"
 KOMBU_UNACKED_INDEX = "unacked_index"
 

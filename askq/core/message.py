@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from askq.core.errors import InvalidJobError
 from askq.core.job import JobRequest, JobSpec, job_id_for, parse_request, parse_spec
+from askq.errors import InvalidJobError
 
 TASK_NAME = "askq.answer"
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"

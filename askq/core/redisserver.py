@@ -23,7 +23,7 @@ from types import TracebackType
 import psutil
 import redis
 
-from askq.core.errors import EmbeddedRedisError
+from askq.errors import EmbeddedRedisError
 
 STATE_FILE = "redis.json"
 

@@ -11,10 +11,9 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts, stats
-from askq.core.errors import JobNotFoundError, WaitTimeoutError
+from askq.core.deadletter import DeadReason
 from askq.core.job import (
     CancelOutcome,
-    DeadReason,
     JobSpec,
     JobState,
     JobView,
@@ -25,6 +24,7 @@ from askq.core.job import (
     payload_text,
 )
 from askq.core.webhook import check_callback
+from askq.errors import JobNotFoundError, WaitTimeoutError
 
 # Jobs read per round trip by a bulk cancel: it walks the pending index (jobs not yet ended)
 # only, a batch at a time, so Redis is never held by one long command.
@@ -37,8 +37,8 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._submit = client.register_script(scripts.SUBMIT)
-        self._cancel = client.register_script(scripts.CANCEL)
+        self._submit = scripts.register(client, "submit")
+        self._cancel = scripts.register(client, "cancel")
 
     def _submit_args(self, spec: JobSpec) -> tuple[list[str], list[Any]]:
         check_limits(
@@ -72,7 +72,7 @@ class JobStore:
         return created
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        """Cancel a job that has not ended (scripts.CANCEL); JobNotFoundError if there is none."""
+        """Cancel a job that has not ended (lua/cancel.lua); JobNotFoundError if there is none."""
         outcome = str(self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id)))
         if outcome == "missing":
             raise JobNotFoundError(f"no job {job_id!r}")
@@ -144,7 +144,7 @@ class JobStore:
 
 
 def cancel_keys(job_id: str) -> list[str]:
-    """The KEYS of scripts.CANCEL for a job."""
+    """The KEYS of lua/cancel.lua for a job."""
     return [keys.job(job_id), keys.PENDING, keys.LEASES, keys.RETRIES, keys.PROBATION, keys.EXPIRIES, keys.STATS,
             keys.health_bucket(stats.health_bucket())]
 

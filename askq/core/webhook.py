@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from askq.core.errors import InvalidJobError
 from askq.core.job import CALLBACK_URL_MAX_CHARS, JobRequest
+from askq.errors import InvalidJobError
 
 
 def signature(key: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:

@@ -22,9 +22,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from askq.config.logging import configure_logging
 from askq.config.settings import Settings
 from askq.core.connection import connect
-from askq.core.errors import ConfigError, JobNotFoundError
 from askq.core.metrics import registry_for
 from askq.core.webhook import callback_url_schema
+from askq.errors import ConfigError, JobNotFoundError
 from askq.producers.client import Client
 from askq.producers.routes import deadletters, jobs, probes
 from askq.producers.routes.common import AUTH, Problem, ValidationProblem, known_query, problem_response, problems_of

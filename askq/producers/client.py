@@ -12,12 +12,11 @@ import redis
 
 from askq.config.settings import Settings, explicit_settings, load_settings
 from askq.core.connection import connect
-from askq.core.deadletter import DeadLetter, DeadLetterQueue
-from askq.core.errors import InvalidJobError
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import (
     SUBMIT_FIELDS,
     CancelOutcome,
-    DeadReason,
     JobSpec,
     JobView,
     check_limits,
@@ -28,6 +27,7 @@ from askq.core.job import (
 )
 from askq.core.store import JobStore
 from askq.core.webhook import check_callback
+from askq.errors import InvalidJobError
 
 
 def derive_idempotency_key(question: str, context: Sequence[str] = ()) -> str:

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import httpx
 from pydantic import TypeAdapter
 
-from askq.core.deadletter import DeadLetter
-from askq.core.errors import AskqError, ConfigError, InvalidJobError, JobNotFoundError, WaitTimeoutError
-from askq.core.job import SUBMIT_FIELDS, CancelOutcome, DeadReason, JobSpec, JobView, parse_where, request_data
+from askq.core.deadletter import DeadLetter, DeadReason
+from askq.core.job import SUBMIT_FIELDS, CancelOutcome, JobSpec, JobView, parse_where, request_data
+from askq.errors import AskqError, ConfigError, InvalidJobError, JobNotFoundError, WaitTimeoutError
 from askq.producers.client import prepare_job, prepare_jobs
 
 _DEAD_LETTERS = TypeAdapter(list[DeadLetter])

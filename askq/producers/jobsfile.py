@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from askq.config.settings import Settings
-from askq.core.errors import InvalidJobError
 from askq.core.job import JobSpec
+from askq.errors import InvalidJobError
 from askq.producers.client import batch_error, check_jobs
 
 # A jobs file is read whole and every line checked before the first job is enqueued (all or

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from askq.core import keys
-from askq.core.errors import JobNotFoundError
 from askq.core.job import JobState, JobView
 from askq.core.store import JobStore
+from askq.errors import JobNotFoundError
 
 TERMINAL = {s.value for s in JobState if s.terminal}
 

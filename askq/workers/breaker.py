@@ -18,74 +18,8 @@ from typing import Any
 import redis.asyncio as aredis
 
 from askq.config.settings import BreakerSettings
-from askq.core import keys
-from askq.workers.queuedscript import QueuedScript
-
-# KEYS: breaker, stats   ARGV: now, cooldown, probe_timeout, provider
-_ALLOW = """
-local st = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until')
-local state = st[1] or 'closed'
-local now = tonumber(ARGV[1])
-if state == 'closed' then return 'closed' end
-if state == 'open' and now - tonumber(st[2] or '0') < tonumber(ARGV[2]) then return 'open' end
-if state == 'half_open' and now < tonumber(st[3] or '0') then return 'open' end
-redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', now + tonumber(ARGV[3]))
-redis.call('HINCRBY', KEYS[2], 'breaker_probes:' .. ARGV[4], 1)
-return 'probe'
-"""
-
-# KEYS: breaker, window, stats   ARGV: now, ok, was_probe, window_s, min_requests, failure_rate, provider
-_RECORD = """
-local now = tonumber(ARGV[1])
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if ARGV[3] == '1' then
-  if state ~= 'half_open' then return state end
-  if ARGV[2] == '1' then
-    redis.call('HSET', KEYS[1], 'state', 'closed')
-    redis.call('DEL', KEYS[2])
-    redis.call('HINCRBY', KEYS[3], 'breaker_closed:' .. ARGV[7], 1)
-    return 'closed!'
-  end
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
-  redis.call('HINCRBY', KEYS[3], 'breaker_opened:' .. ARGV[7], 1)
-  return 'open!'
-end
-if state ~= 'closed' then return state end
-local sec = math.floor(now)
-redis.call('HINCRBY', KEYS[2], sec .. (ARGV[2] == '1' and ':ok' or ':fail'), 1)
-redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[4])) + 1)
-if ARGV[2] == '1' then return 'closed' end
-local oldest = sec - tonumber(ARGV[4])
-local flat = redis.call('HGETALL', KEYS[2])
-local ok, fail = 0, 0
-for i = 1, #flat, 2 do
-  local field = flat[i]
-  local at = tonumber(string.match(field, '^(%d+)'))
-  if at <= oldest then
-    redis.call('HDEL', KEYS[2], field)
-  elseif string.sub(field, -3) == ':ok' then
-    ok = ok + tonumber(flat[i + 1])
-  else
-    fail = fail + tonumber(flat[i + 1])
-  end
-end
-local total = ok + fail
-if total >= tonumber(ARGV[5]) and fail / total >= tonumber(ARGV[6]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
-  redis.call('HINCRBY', KEYS[3], 'breaker_opened:' .. ARGV[7], 1)
-  return 'open!'
-end
-return 'closed'
-"""
-
-# KEYS: breaker   A probe that never reached the provider: the next caller may probe at once.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
-  redis.call('HSET', KEYS[1], 'probe_until', 0)
-  return 1
-end
-return 0
-"""
+from askq.core import keys, scripts
+from askq.core.scripts import QueuedScript
 
 
 class Permit(StrEnum):
@@ -110,9 +44,9 @@ class Breaker:
     def __init__(self, client: aredis.Redis, settings: BreakerSettings) -> None:
         self.redis = client
         self.settings = settings
-        self._allow = client.register_script(_ALLOW)
-        self._record = QueuedScript(client, _RECORD)
-        self._release = client.register_script(_RELEASE)
+        self._allow = scripts.register(client, "breaker_allow")
+        self._record = QueuedScript(client, "breaker_record")
+        self._release = scripts.register(client, "breaker_release")
 
     def queue_state(self, pipe: Any, provider: str) -> None:
         """Queue a read of the provider's state on a pipeline (no side effects, unlike permit)."""

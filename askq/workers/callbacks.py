@@ -1,6 +1,6 @@
 """Completion callbacks: POST a terminal job's view, signed, to its callback_url, at least once.
 
-The job's terminal write enqueues the delivery (askq/core/scripts.py CALLBACK_HOOK). Every worker
+The job's terminal write enqueues the delivery (askq/core/lua/callback_hook.lua). Every worker
 process runs one delivery loop on its asyncio loop, beside the jobs and never in a job slot or a
 Celery pool thread. A loop takes due deliveries from Redis under a lease (TAKE_CALLBACKS), at
 most `callbacks.concurrency` in flight, each attempt cut at `callbacks.timeout_s` whatever the
@@ -38,10 +38,11 @@ import structlog
 
 from askq.config.settings import CallbackSettings, Settings, callback_key
 from askq.core import keys, scripts, webhook
-from askq.core.deadletter import DeadLetterQueue, callback_record
-from askq.core.errors import InvalidJobError
+from askq.core.deadletter import callback_record
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import parse_request
 from askq.core.store import view_from_hash
+from askq.errors import InvalidJobError
 
 log = structlog.get_logger("askq.callbacks")
 
@@ -77,8 +78,8 @@ class Deliverer:
         self.config: CallbackSettings = settings.callbacks
         self.dlq = dlq
         self.key = callback_key(self.config.secret) if self.config.secret is not None else None
-        self._take = client.register_script(scripts.TAKE_CALLBACKS)
-        self._settle = client.register_script(scripts.SETTLE_CALLBACK)
+        self._take = scripts.register(client, "take_callbacks")
+        self._settle = scripts.register(client, "settle_callback")
         self.inflight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -15,7 +15,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_openai import ChatOpenAI
 
 from askq.config.settings import ProviderSettings
-from askq.core.errors import (
+from askq.core.job import JobSpec, TokenUsage
+from askq.errors import (
     BadAnswerError,
     InternalError,
     OversizedError,
@@ -23,7 +24,6 @@ from askq.core.errors import (
     TierSkippedError,
     TransientProviderError,
 )
-from askq.core.job import JobSpec, TokenUsage
 from askq.workers.errorclass import classify, unicode_safe
 from askq.workers.providerhttp import provider_client, tracking
 

@@ -22,8 +22,7 @@ import structlog
 from celery.worker.consumer.consumer import Consumer as CeleryConsumer
 
 from askq.config.logging import scrub
-from askq.core.deadletter import MAX_RAW_CHARS
-from askq.core.job import DeadReason
+from askq.core.deadletter import MAX_RAW_CHARS, DeadReason
 from askq.workers.runtime import get_runtime
 
 log = structlog.get_logger("askq.consumer")

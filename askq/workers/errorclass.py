@@ -42,7 +42,7 @@ import httpx2
 import openai
 
 from askq.config.logging import scrub
-from askq.core.errors import (
+from askq.errors import (
     BadAnswerError,
     ContextTooLongError,
     InternalError,

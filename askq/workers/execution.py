@@ -23,7 +23,8 @@ import structlog
 from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
 from askq.core import keys
-from askq.core.job import DeadReason, JobSpec, Result, parse_spec, payload_text
+from askq.core.deadletter import DeadReason
+from askq.core.job import JobSpec, Result, parse_spec, payload_text
 from askq.workers.ladder import LadderResult, Prefetched
 from askq.workers.runtime import Run, Runtime
 

@@ -16,33 +16,8 @@ import redis.asyncio as aredis
 from askq.config.settings import Settings
 from askq.core import keys, scripts, stats
 from askq.core.job import Result
-from askq.workers.queuedscript import QueuedScript
+from askq.core.scripts import QueuedScript
 from askq.workers.tally import Tally, TallyScript
-
-# KEYS: leases   ARGV: lease_until, then triples job_key, job_id, token
-# Extends the leases this worker still holds; returns the (1-based) positions of the triples
-# whose lease it has lost, and of those whose job was cancelled (the run must stop: the durable
-# way a worker learns of a cancel whose message it missed). A lease whose time ran out but that
-# nobody reclaimed is still its holder's (a worker or Redis that froze): renewed on resume. A
-# renewal never shortens a lease, so one that reaches Redis late (it waited out a freeze) cannot
-# undo a newer one.
-_RENEW = """
-local lost, cancelled = {}, {}
-for i = 2, #ARGV, 3 do
-  local h = redis.call('HMGET', ARGV[i], 'state', 'lease', 'lease_until')
-  if h[1] == 'running' and h[2] == ARGV[i + 2] then
-    if tonumber(h[3] or '0') < tonumber(ARGV[1]) then
-      redis.call('HSET', ARGV[i], 'lease_until', ARGV[1])
-      redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i + 1])
-    end
-  elseif h[1] == 'cancelled' then
-    table.insert(cancelled, (i + 1) / 3)
-  else
-    table.insert(lost, (i + 1) / 3)
-  end
-end
-return {lost, cancelled}
-"""
 
 Claimed = tuple[str, str | None, list[Any]]
 
@@ -53,11 +28,11 @@ class JobState:
     def __init__(self, client: aredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._claim = QueuedScript(client, scripts.CLAIM)
-        self._finish = QueuedScript(client, scripts.FINISH)
-        self._defer = client.register_script(scripts.DEFER)
-        self._expire = client.register_script(scripts.EXPIRE)
-        self._renew = client.register_script(_RENEW)
+        self._claim = QueuedScript(client, "claim")
+        self._finish = QueuedScript(client, "finish")
+        self._defer = scripts.register(client, "defer")
+        self._expire = scripts.register(client, "expire")
+        self._renew = scripts.register(client, "renew")
         self._tally = TallyScript(client)
 
     async def claim(self, job_id: str, dispatch: int, token: str, worker: str) -> str:
@@ -71,7 +46,7 @@ class JobState:
 
         digest: sha1 of the message's payload text; when the stored payload differs, it is
         returned (second item) and the caller answers that one. adopt: token is a run of this
-        process still going, taking its lease back (see scripts.CLAIM).
+        process still going, taking its lease back (see lua/claim.lua).
         """
         now = time.time()
         keys_ = [keys.job(job_id), keys.LEASES]
@@ -135,7 +110,7 @@ class JobState:
         )
 
     async def expire(self, job_id: str) -> str:
-        """End a job its claim found past its expires_at (scripts.EXPIRE)."""
+        """End a job its claim found past its expires_at (lua/expire.lua)."""
         return _text(await self._expire(keys=expire_keys(job_id), args=expire_args(job_id, self.settings)))
 
     async def renew(self, held: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -151,7 +126,7 @@ class JobState:
 
 
 def expire_keys(job_id: str) -> list[str]:
-    """The KEYS of scripts.EXPIRE for a job."""
+    """The KEYS of lua/expire.lua for a job."""
     return [keys.job(job_id), keys.PENDING, keys.RETRIES, keys.PROBATION, keys.EXPIRIES, keys.STATS,
             keys.health_bucket(stats.health_bucket())]
 

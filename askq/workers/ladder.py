@@ -20,8 +20,8 @@ import redis
 import structlog
 
 from askq.config.settings import Settings
-from askq.core.errors import ContextTooLongError, InternalError, ProviderError, RateLimitedError, TierSkippedError
 from askq.core.job import JobSpec, TokenUsage
+from askq.errors import ContextTooLongError, InternalError, ProviderError, RateLimitedError, TierSkippedError
 from askq.workers.breaker import Breaker, Permit
 from askq.workers.cache import AnswerCache, CachedAnswer
 from askq.workers.chain import Answer, Chain, prompt_chars

@@ -27,7 +27,7 @@ import httpx2
 import openai
 
 from askq.config.settings import ProviderSettings
-from askq.core.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
+from askq.errors import InternalError, OversizedError, RedirectedError, TransientProviderError
 
 # The encodings askq can inflate under a cap; requests ask for these alone.
 _ACCEPTED = ("gzip", "deflate")

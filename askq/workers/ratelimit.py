@@ -17,32 +17,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from askq.config.settings import ProviderSettings
-from askq.core import keys
-
-# KEYS: requests zset, tokens counter   ARGV: now, rpm (0 = none), tpm (0 = none), tokens, member
-# Returns 0 when admitted, else seconds until a slot frees up.
-_ACQUIRE = """
-local now = tonumber(ARGV[1])
-local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60)
-  if redis.call('ZCARD', KEYS[1]) >= rpm then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return tostring(tonumber(oldest[2]) + 60 - now)
-  end
-end
-if tpm > 0 then
-  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if used + tokens > tpm and used > 0 then return tostring(60 - (now % 60)) end
-  redis.call('INCRBY', KEYS[2], tokens)
-  redis.call('EXPIRE', KEYS[2], 120)
-end
-if rpm > 0 then
-  redis.call('ZADD', KEYS[1], now, ARGV[5])
-  redis.call('EXPIRE', KEYS[1], 120)
-end
-return '0'
-"""
+from askq.core import keys, scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +34,7 @@ class RateLimiter:
     def __init__(self, client: aredis.Redis, max_wait_s: float) -> None:
         self.redis = client
         self.max_wait_s = max_wait_s
-        self._acquire = client.register_script(_ACQUIRE)
+        self._acquire = scripts.register(client, "rate_acquire")
 
     async def acquire(self, provider: ProviderSettings, tokens: int) -> Grant | None:
         """A grant when the call may go ahead; None when it would have to wait longer than max_wait_s."""

@@ -11,7 +11,7 @@ busy or the queue holds a backlog), and messages kombu still holds as unacked lo
 delivery whose job was never claimed (reserved by a worker that died before starting them).
 Kombu itself would only restore those after its visibility timeout, an hour by default. A
 submission from another service (a plain Celery send_task) held that long goes back on its
-queue too, unless its job exists (askq/core/scripts.py RESTORE_SUBMISSION).
+queue too, unless its job exists (askq/core/lua/restore_submission.lua).
 
 One reaper serves every queue on the Redis (the lock is shared): each job goes back to the
 queue it was submitted to (recorded in its hash), never to the reaper's own.
@@ -41,25 +41,11 @@ import structlog
 
 from askq.config.settings import Settings
 from askq.core import keys, message, scripts
-from askq.core.deadletter import DeadLetterQueue
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadReason
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.workers.jobstate import expire_args, expire_keys
 
 log = structlog.get_logger("askq.reaper")
-
-# KEYS: lock   ARGV: holder, ttl_ms — take the lock, or extend it if we already hold it.
-_LOCK = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 BATCH = 200
 # The lost-message sweep reads the whole queue list, so it runs only this often and only while
@@ -99,13 +85,13 @@ class Reaper:
         self.settings = settings
         self.holder = holder or uuid.uuid4().hex
         self.dlq = DeadLetterQueue(client, settings)
-        self._lock = client.register_script(_LOCK)
-        self._requeue = client.register_script(scripts.REQUEUE)
-        self._recover = client.register_script(scripts.RECOVER)
-        self._restore_submission = client.register_script(scripts.RESTORE_SUBMISSION)
-        self._park = client.register_script(scripts.PARK)
-        self._release = client.register_script(scripts.RELEASE)
-        self._expire = client.register_script(scripts.EXPIRE)
+        self._lock = scripts.register(client, "reaper_lock")
+        self._requeue = scripts.register(client, "requeue")
+        self._recover = scripts.register(client, "recover")
+        self._restore_submission = scripts.register(client, "restore_submission")
+        self._park = scripts.register(client, "park")
+        self._release = scripts.register(client, "release")
+        self._expire = scripts.register(client, "expire")
         self._orphans_due = 0.0
         # Per sweep: worker name -> ids of its running jobs whose leases end soon (a dead worker's).
         self._running: dict[str, set[str]] | None = None

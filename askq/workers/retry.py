@@ -16,7 +16,7 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from askq.config.settings import RetryPolicy
-from askq.core.errors import RateLimitedError, TransientProviderError
+from askq.errors import RateLimitedError, TransientProviderError
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]

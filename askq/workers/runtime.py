@@ -23,7 +23,7 @@ import structlog
 
 from askq.config.settings import Settings
 from askq.core.connection import connect, connect_async, redis_url
-from askq.core.deadletter import DeadLetterQueue
+from askq.core.deadletterqueue import DeadLetterQueue
 from askq.workers.breaker import Breaker
 from askq.workers.cache import AnswerCache
 from askq.workers.executor import LoopExecutor

@@ -13,23 +13,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from askq.workers.queuedscript import QueuedScript
-
-# KEYS: the hashes touched   ARGV: quadruples op, key index, field, amount
-# op: i = HINCRBY, f = HINCRBYFLOAT, e = EXPIRE (field unused, amount = seconds).
-_TALLY = """
-for i = 1, #ARGV, 4 do
-  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  if op == 'i' then
-    redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3])
-  elseif op == 'f' then
-    redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3])
-  else
-    redis.call('EXPIRE', key, ARGV[i + 3])
-  end
-end
-return #ARGV / 4
-"""
+from askq.core.scripts import QueuedScript
 
 
 class Tally:
@@ -58,7 +42,7 @@ class TallyScript:
     """Sends a Tally as one command, on a pipeline (EVALSHA) or alone."""
 
     def __init__(self, client: aredis.Redis) -> None:
-        self._script = QueuedScript(client, _TALLY)
+        self._script = QueuedScript(client, "tally")
 
     def queue(self, pipe: Any, tally: Tally) -> bool:
         """Queue the tally on a pipeline by EVALSHA; False (nothing queued) when it is empty."""

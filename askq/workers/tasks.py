@@ -3,7 +3,7 @@
 One task name, two forms of message (core.message.parse_arguments): askq's own, naming a stored
 job and its dispatch, which is run; and another service's submission (a plain Celery
 `send_task` carrying only a producer's fields), which becomes a job exactly as a submission
-through the client does (askq/core/scripts.py SUBMIT: the job record and its own first message in
+through the client does (askq/core/lua/submit.lua: the job record and its own first message in
 one atomic step, nothing if the job exists) and is then run from that message.
 """
 
@@ -19,11 +19,11 @@ from celery import Task
 from celery.exceptions import Reject
 
 from askq.core import keys
-from askq.core.deadletter import MAX_RAW_CHARS
-from askq.core.errors import InvalidJobError
-from askq.core.job import DeadReason, JobRequest, check_limits
+from askq.core.deadletter import MAX_RAW_CHARS, DeadReason
+from askq.core.job import JobRequest, check_limits
 from askq.core.message import TASK_NAME, parse_arguments, parse_job, parse_submission, submitted_spec
 from askq.core.store import JobStore
+from askq.errors import InvalidJobError
 from askq.workers.celeryapp import app
 from askq.workers.consumer import record_invalid
 from askq.workers.execution import execute, transient

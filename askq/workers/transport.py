@@ -25,8 +25,8 @@ from kombu.transport import redis as kombu_redis
 
 from askq.config.logging import scrub
 from askq.core.deadletter import MAX_RAW_CHARS
-from askq.core.errors import InvalidJobError
 from askq.core.message import parse_envelope
+from askq.errors import InvalidJobError
 from askq.workers.consumer import BROKER_ERRORS, dead_letter_entry, dead_letter_raw
 
 log = structlog.get_logger("askq.transport")
@@ -42,7 +42,7 @@ class QoS(kombu_redis.QoS):
             # When Redis goes away, Celery closes the connection and then its default channel,
             # whose restore needs the connection's parameters: kombu raises AttributeError and
             # the worker process exits. The entries stay in `unacked`; the reaper restores
-            # those whose job was never claimed (askq/core/scripts.py RECOVER).
+            # those whose job was never claimed (askq/core/lua/recover.lua).
             log.warning("unacked_restore_skipped", reason="connection already released")
 
 

@@ -9,8 +9,7 @@ import structlog
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from askq.core.deadletter import DeadLetter
-from askq.core.job import DeadReason
+from askq.core.deadletter import DeadLetter, DeadReason
 from askq.producers.routes.common import AUTH, GUARDED, NOT_FOUND, ClientDep
 
 log = structlog.get_logger("askq.api")

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from askq.config.settings import Settings
-from askq.core.errors import InvalidJobError
 from askq.core.job import (
     METADATA_SCHEMA,
     CancelOutcome,
@@ -29,6 +28,7 @@ from askq.core.job import (
     parse_where,
 )
 from askq.core.webhook import check_callback
+from askq.errors import InvalidJobError
 from askq.producers.client import Client
 from askq.producers.routes.common import AUTH, BAD_INPUT, GUARDED, NOT_FOUND, ClientDep, Message
 from askq.producers.waiter import ResultWaiter

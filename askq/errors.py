@@ -25,6 +25,9 @@ asking a tier is an InternalError, so a bug in askq or a job that cannot be sent
 against a healthy provider.
 
 Every exception pickles (Celery may store them), so extra attributes travel in args.
+
+This module is a part of its own, below every other: it imports nothing of askq, so config,
+core, producers, workers and the rest all raise from the same tree without importing each other.
 """
 
 from __future__ import annotations
