@@ -152,6 +152,10 @@ def _scrape(api: TestClient) -> dict[str, set[str]]:
     for family in text_string_to_metric_families(reply.text):
         for sample in family.samples:
             names.setdefault(sample.name, set()).update(sample.labels)
+        # A family served without samples yet (askq_events before any such event) still counts.
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+        for suffix in suffixes:
+            names.setdefault(family.name + suffix, set())
     return names
 
 
