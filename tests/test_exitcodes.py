@@ -117,3 +117,17 @@ def test_a_var_dir_askq_cannot_use_is_one_line(tmp_path: Path) -> None:
     done = askq(env, "submit", "hi")
     line = one_error_line(done)
     assert done.returncode == 2 and "ASKQ_VAR_DIR" in line and str(not_a_dir) in line, line
+
+
+@pytest.mark.parametrize(("base_url", "got"), [("ftp://models.example/v1", "got a ftp:// URL"),
+                                               ("localhost:8000/v1", "got no scheme"),
+                                               ("http:///v1", "got a http:// URL")])
+def test_a_provider_url_with_a_wrong_scheme_is_one_line_for_the_worker_and_the_cli(
+    base_url: str, got: str, tmp_path: Path
+) -> None:
+    providers = json.dumps([{"name": "primary", "base_url": base_url, "model": "m"}])
+    for argv in (["worker"], ["submit", "hi"]):
+        done = askq(_env(tmp_path, ASKQ_PROVIDERS=providers), *argv)
+        line = one_error_line(done)
+        assert done.returncode == 2
+        assert "providers.0.base_url" in line and "must be an http:// or https:// URL" in line and got in line, line

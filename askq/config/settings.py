@@ -74,6 +74,16 @@ class ProviderSettings(_Strict):
     # so no result or cache entry is larger.
     max_answer_chars: int = Field(65_536, ge=1)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # A wrong scheme is a settings error when the process starts, not a failure of every call.
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            got = f"a {parts.scheme}:// URL" if "://" in value else "no scheme"
+            raise ValueError(f"must be an http:// or https:// URL with a host (https://api.openai.com/v1), got {got}")
+        return value
+
 
 class BreakerSettings(_Strict):
     """Circuit breaker shared by all workers through Redis."""
@@ -296,7 +306,7 @@ class Settings(BaseSettings):
             return value
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("redis", "rediss", "unix"):
-            got = f"a {parts.scheme}:// URL" if parts.scheme else "no scheme"
+            got = f"a {parts.scheme}:// URL" if "://" in value.get_secret_value() else "no scheme"
             raise ValueError(f"must be a redis://, rediss:// or unix:// URL "
                              f"(redis://:PASSWORD@HOST:6379/0), got {got}")
         try:
