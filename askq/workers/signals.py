@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import logging
+import os
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 import structlog
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
-from askq.config.logging import configure_logging
+from askq.config.logging import configure_logging, scrub
 from askq.workers import callbacks, cancels, heartbeat, reachability, reaper
 from askq.workers.runtime import get_runtime
 
@@ -40,7 +44,11 @@ def _logging(loglevel: Any = None, **_: Any) -> None:
 
 
 def _say(msg: str, *_: Any) -> None:
-    log.warning("celery_notice", message=msg.strip())
+    # Called inside signal handlers: one os.write of a finished line, no lock a logger might hold.
+    event = {"message": scrub(msg.strip()), "event": "celery_notice", "level": "warning",
+             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+    with contextlib.suppress(OSError):
+        os.write(2, (json.dumps(event) + "\n").encode())
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]
