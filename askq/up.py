@@ -48,10 +48,10 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _free_or_fail(port: int, what: str, setting: str) -> None:
+def _free_or_fail(port: int, what: str, option: str) -> None:
     if _listening(port):
         raise AskqError(f"port {port} for {what} is in use (is `askq up` already running here?): stop what "
-                        f"listens there, or set {setting} to another port")
+                        f"listens there, or give {option} another port")
 
 
 def _wait_until(predicate: Callable[[], bool], what: str, stack: Stack, log: str) -> None:
@@ -92,7 +92,7 @@ def run_up(sim_port: int = SIM_PORT) -> int:
     _free_or_fail(api_port, "the HTTP API", "ASKQ_API__PORT")
     _free_or_fail(flower_port, "Flower", "ASKQ_FLOWER__PORT")
     if uses_sim and not sim_running:
-        _free_or_fail(sim_port, "the simulator", "ASKQ_PROVIDERS")
+        _free_or_fail(sim_port, "the simulator", "--sim-port")
 
     configured = settings.redis_url.get_secret_value() if settings.redis_url else None
     # Ours to stop at the end only if this command started it and no other askq process (a
@@ -139,7 +139,8 @@ def _print_urls(settings: Settings, redis_url: str, sim_port: int | None, user: 
         else "  Redis       ASKQ_REDIS_URL",
         f"  simulator   http://127.0.0.1:{sim_port}/v1" if sim_port else "  providers   from ASKQ_PROVIDERS",
         "  worker      1 (`askq workers`)",
-        f"  HTTP API    {api}   (docs: {api}/docs; no token on loopback)",
+        f"  HTTP API    {api}   (docs: {api}/docs; "
+        + ("a bearer token from ASKQ_API__TOKENS)" if settings.api.tokens else "no token needed on loopback)"),
         f"  Flower      {flower}   user {user}  password {password}",
         f"  logs        {logs}/*.log",
         'try, in another terminal:  .venv/bin/askq submit "Where is my order?"  then  .venv/bin/askq wait JOB_ID',
