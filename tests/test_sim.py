@@ -362,7 +362,7 @@ def test_invalid_config_is_422(sim: Sim) -> None:
 def test_command_line_entry_point() -> None:
     config = json.dumps({"faults": [{"kind": "rate_limit", "probability": 0.0}]})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "sim", "--port", "0", "--latency", "0", "--seed", "1", "--faults", config]
+    cmd = [sys.executable, "-m", "askq.sim", "--port", "0", "--latency", "0", "--seed", "1", "--faults", config]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert proc.stdout is not None
@@ -378,7 +378,7 @@ def test_command_line_entry_point() -> None:
             proc.stdout.close()
 
     bad = subprocess.run(
-        [sys.executable, "-m", "sim", "--port", "0", "--faults", '{"nope": 1}'],
+        [sys.executable, "-m", "askq.sim", "--port", "0", "--faults", '{"nope": 1}'],
         capture_output=True,
         text=True,
         env=env,
