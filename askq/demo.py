@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from askq.config.settings import load_settings
+from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.connection import connect
 from askq.core.health import check_health
 from askq.core.job import JobView
-from askq.core.redisserver import free_port
+from askq.core.liveness import list_workers
+from askq.core.redisserver import discover, ensure_url, free_port, stop_if_unused
 from askq.core.stats import percentile, read_counters
 from askq.errors import AskqError
 from askq.producers.client import Client
@@ -143,14 +144,16 @@ def print_summary(summary: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def _wait_for_workers(client: Client, count: int, timeout_s: float = 60.0) -> None:
-    """Wait for the workers' first heartbeats, so latency figures measure answering, not start-up."""
+def _wait_for_workers(client: Client, stack: Stack, timeout_s: float = 60.0) -> None:
+    """Wait for this demo's workers' first heartbeats, so latency figures measure answering, not
+    start-up (the Redis is shared: other workers, live or listed dead, do not count)."""
+    pids = {proc.pid for proc in stack.workers}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if int(client.redis.zcard(keys.WORKERS)) >= count:
+        if pids <= {w.pid for w in list_workers(client.redis, client.settings) if w.state == "alive"}:
             return
         time.sleep(0.2)
-    raise AskqError(f"workers did not start within {timeout_s:.0f}s; see var/demo/worker*.log")
+    raise AskqError(f"workers did not start within {timeout_s:.0f}s; see {stack.var_dir}/worker*.log")
 
 
 def _submit_and_wait(client: Client, stack: Stack, batch: list[dict[str, Any]], timeout_s: float,
@@ -196,14 +199,25 @@ def run_demo(
     # Stop cleanly on SIGTERM as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     configured = settings.redis_url.get_secret_value() if settings.redis_url else None
-    with Stack(settings.var_dir / "demo", redis_url=configured,
+    # The directory's embedded Redis, the one every other askq command here uses (so `askq
+    # status`, `askq dlq list` ... see the demo's jobs, and two demos never write one AOF from
+    # two servers); stopped at the end only if the demo started it and no other askq process
+    # still uses it.
+    started_redis = configured is None and discover(settings.var_dir) is None
+    redis_url = ensure_url(configured, settings.var_dir)
+    try:
+        return _run(settings, redis_url, batch, as_json, workers, timeout_s, keep_running)
+    finally:
+        if started_redis:
+            stop_if_unused(settings.var_dir)
+
+
+def _run(settings: Settings, redis_url: str, batch: list[dict[str, Any]], as_json: bool, workers: int,
+         timeout_s: float, keep_running: bool) -> int:
+    with Stack(settings.var_dir / "demo", redis_url=redis_url,
                env={"ASKQ_BREAKER__MIN_REQUESTS": "5", "ASKQ_BREAKER__COOLDOWN_S": "3"}) as stack:
-        console.print("starting embedded redis, simulator and workers ...")
-        stack.start_redis()
-        client = Client(settings.model_copy(update={"redis_url": None}), connect(settings, stack.redis_url))
-        if configured is None:
-            # The demo's embedded Redis is its own: start each run from a clean slate.
-            client.redis.flushdb()
+        console.print("starting the simulator and workers ...")
+        client = Client(settings.model_copy(update={"redis_url": None}), connect(settings, redis_url))
         stack.start_sim(DEMO_FAULTS, latency_s=0.3, jitter_s=0.2, seed=7)
         for _ in range(workers):
             stack.start_worker(concurrency=100)
@@ -211,7 +225,7 @@ def run_demo(
         api = _start_api(stack)
         console.print(flower)
         console.print(api)
-        _wait_for_workers(client, workers)
+        _wait_for_workers(client, stack)
         before = read_counters(client.redis)
         ids = _submit_and_wait(client, stack, batch, timeout_s, as_json)
         summary = summarize(client, ids, before)

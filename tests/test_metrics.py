@@ -43,6 +43,7 @@ def test_metrics_move_as_workers_run_jobs(stack: Stack, r: redis.Redis, settings
     assert value(queued, "askq_queue_depth") == 6
     assert value(queued, "askq_jobs_pending") == 6
     assert value(queued, "askq_jobs_submitted_total") == 6
+    assert value(queued, "askq_oldest_pending_job_age_seconds") > 0  # nothing moves: it grows
 
     # The primary fails once for one question (retried), and every tier refuses another (dead letter).
     ids.append(client.submit("Where is my refund [[sim:bad_request]]"))
@@ -72,6 +73,7 @@ def test_metrics_move_as_workers_run_jobs(stack: Stack, r: redis.Redis, settings
     beats = [k for k in after if k[0] == "askq_worker_heartbeat_age_seconds"]
     assert len(beats) == 1 and after[beats[0]] < 10
     assert value(after, "askq_oldest_running_job_age_seconds") == 0
+    assert value(after, "askq_oldest_pending_job_age_seconds") == 0
 
 
 def test_metrics_carry_no_secrets(settings: Settings, r: redis.Redis) -> None:

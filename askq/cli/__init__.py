@@ -1,7 +1,7 @@
 """The `askq` command: the parser, assembled from one module per area, and its error handling.
 
 Areas: `jobs` (submit, cancel, status, wait), `deadletters` (dlq), `workers` (stats, workers,
-health, worker), `stack` (api, flower, sim, redis, demo), `bench` (bench, chaos). A command is a
+health, worker), `stack` (api, flower, sim, redis, up, demo), `bench` (bench, chaos). A command is a
 `cmd_*` function and an `add_*` function in its area's module, listed in COMMANDS below.
 """
 
@@ -12,7 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from askq.cli import bench, deadletters, jobs, stack, workers
+from askq.cli.args import redis_problem
 from askq.errors import AskqError
 
 # Every command's parser, in the order `askq --help` lists them.
@@ -22,7 +25,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     workers.add_stats, workers.add_workers,
     stack.add_api, workers.add_health, stack.add_flower,
     workers.add_worker,
-    stack.add_sim, stack.add_redis, stack.add_demo,
+    stack.add_sim, stack.add_redis, stack.add_up, stack.add_demo,
     bench.add_bench, bench.add_chaos,
 )
 
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except AskqError as exc:
         print(f"askq: error: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:  # the environment's fault, whichever command met it
+        print(f"askq: error: {redis_problem(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -33,6 +33,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def redis_problem(exc: redis.RedisError) -> str:
+    """What went wrong with Redis, and what to do about it, in one line (never the password:
+    redis-py names host and port in its messages, not the URL)."""
+    said = f"Redis failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+        return f"{said} Redis refused the password: check it in ASKQ_REDIS_URL (redis://:PASSWORD@HOST:6379/0)"
+    if "NOAUTH" in str(exc) or "Authentication required" in str(exc):
+        return f"{said} Redis wants a password: put it in ASKQ_REDIS_URL (redis://:PASSWORD@HOST:6379/0)"
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return (f"{said} Is Redis running there? askq uses the Redis named by ASKQ_REDIS_URL, or, when it is "
+                "unset, the embedded one of this directory (`askq redis url` starts it)")
+    return said
+
+
 def redis_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A command whose Redis failures are one line (exit 2), not a traceback: it is the environment's fault."""
 
@@ -41,7 +55,6 @@ def redis_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
         try:
             return command(args)
         except redis.RedisError as exc:
-            # redis-py names host and port in its messages, never the password.
-            raise AskqError(f"Redis failed: {type(exc).__name__}: {exc}") from None
+            raise AskqError(redis_problem(exc)) from None
 
     return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ from rich.progress import Progress
 
 from askq.cli.args import redis_errors
 from askq.config.settings import load_settings
+from askq.core import keys
 from askq.core.job import JobSpec, JobView, parse_where, request_data
+from askq.core.liveness import list_workers
+from askq.core.stats import read_health_window
 from askq.errors import AskqError, InvalidJobError, JobNotFoundError
 from askq.producers.client import Client, prepare_job
 from askq.producers.jobsfile import MAX_FILE_BYTES, decode_utf8, load_jobs_file, load_json, read_file
@@ -24,6 +28,52 @@ console = Console(stderr=True)
 
 def _print_view(view: JobView) -> None:
     print(view.model_dump_json(indent=2))
+
+
+# What to do when no provider answers, said with every warning about it.
+PROVIDER_HINT = ("Is a provider reachable? Check ASKQ_PROVIDERS (locally: run the simulator, `askq sim --port 8700`, "
+                 "or everything with `askq up`); `askq stats` shows each provider's errors")
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (plain text: stdout carries ids and views)."""
+    print(f"askq: warning: {message}", file=sys.stderr)
+
+
+def warn_degraded(views: list[JobView]) -> None:
+    """Say so when answers came from the cache or default tier: no provider answered them."""
+    degraded = [v for v in views if v.result is not None and v.result.degraded]
+    if not degraded:
+        return
+    tiers = Counter(v.result.source for v in degraded if v.result is not None)
+    if len(views) == 1:
+        what = "the canned default answer" if "default" in tiers else "an earlier answer from the cache"
+        warn(f"job {degraded[0].id} got {what} (degraded): no provider answered it. {PROVIDER_HINT}")
+        return
+    which = ", ".join(f"{tier} {count}" for tier, count in sorted(tiers.items()))
+    warn(f"{len(degraded)} of {len(views)} jobs got a degraded answer ({which}): no provider answered them. "
+         f"{PROVIDER_HINT}")
+
+
+def warn_about_the_cluster(client: Client) -> None:
+    """After a submission: say so when nothing will answer it, or only the default tier will."""
+    settings = client.settings
+    try:
+        alive = any(w.state == "alive" for w in list_workers(client.redis, settings))
+        window = read_health_window(client.redis, settings.health.window_s)
+        names = [p.name for p in settings.providers]
+        states = [client.redis.hget(keys.breaker(name), "state") for name in names]
+    except redis.RedisError:
+        return  # the jobs are in; the warnings are a courtesy
+    if not alive:
+        warn("no askq worker is running: the job waits on the queue until one starts (`askq worker`)")
+    finished = window.get("jobs", 0.0)
+    if finished and window.get("succeeded", 0.0) - window.get("degraded", 0.0) <= 0:
+        warn(f"none of the {finished:g} jobs that ended in the last {settings.health.window_s:g} s was answered "
+             f"by a provider (only cached or default answers, or dead letters). {PROVIDER_HINT}")
+    elif all(state == "open" for state in states):
+        warn(f"the circuit breaker of every provider ({', '.join(names)}) is open: the job will get a degraded "
+             f"answer unless one recovers. {PROVIDER_HINT}")
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
@@ -60,8 +110,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     # Checked whole before anything connects (or starts the embedded Redis).
     spec = prepare_job(request_data(args.question, args.context, args.key, metadata, args.callback_url,
                                     args.expires_at, args.ttl), settings, args.derive_key)
-    Client(settings).store.submit(spec)
+    client = Client(settings)
+    client.store.submit(spec)
     print(spec.id)
+    warn_about_the_cluster(client)
     return 0
 
 
@@ -82,6 +134,7 @@ def _submit_file(path: Path, derive_key: bool, chunk: int = 500) -> int:
         except redis.RedisError as exc:
             raise AskqError(_stopped(path, numbers, specs, done, chunk, exc)) from None
     console.print(f"submitted {len(specs)} jobs")
+    warn_about_the_cluster(client)
     return 0
 
 
@@ -143,7 +196,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _print_view(Client().get(args.job_id))
+    view = Client().get(args.job_id)
+    _print_view(view)
+    warn_degraded([view])
     return 0
 
 
@@ -163,10 +218,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if len(ids) == 1:
         view = client.wait(ids[0], timeout=args.timeout)
         _print_view(view)
+        warn_degraded([view])
         return 0 if view.state == "succeeded" else 1
     views = _wait_many(client, ids, args.timeout)
     for job_id in ids:
         print(views[job_id].model_dump_json() if job_id in views else json.dumps({"id": job_id, "state": "unknown"}))
+    warn_degraded(list(views.values()))
     return 0 if all(v.state == "succeeded" for v in views.values()) and len(views) == len(ids) else 1
 
 

@@ -1,14 +1,16 @@
-"""The stack commands of the askq CLI: `askq api`, `askq flower`, `askq sim`, `askq redis`, `askq demo`."""
+"""The stack commands of the askq CLI: `askq api`, `askq flower`, `askq sim`, `askq redis`, `askq up`, `askq demo`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from askq.cli.args import positive_int
-from askq.config.settings import Settings, load_settings
+from askq.config.logging import configure_logging, scrub
+from askq.config.settings import SIM_PORT, Settings, load_settings
 from askq.errors import ConfigError
 
 
@@ -37,11 +39,14 @@ def flower_argv(settings: Settings, port: int | None = None, address: str | None
         f"--db={db}",
         "--state_save_interval=60000",
         "--purge_offline_workers=3600",
+        # tornado would add its own log handler; Flower's lines go through askq's logging instead.
+        "--logging=none",
     ]
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
     argv = flower_argv(settings, args.port, args.address)
     assert settings.flower.password is not None  # checked by flower_argv
     # Credentials travel in Flower's environment, not argv, so `ps` does not show the password.
@@ -71,6 +76,12 @@ def cmd_redis(args: argparse.Namespace) -> int:
         print(said)
         # Refusing to signal a process that is not provably the server is a failure to stop.
         return 0 if stopped or said == "no embedded redis running" else 1
+    if settings.redis_url is not None:
+        # Configured: that is the Redis every askq process here uses; starting an embedded one
+        # beside it would only mislead. The password stays hidden.
+        print(scrub(settings.redis_url.get_secret_value()))
+        print("askq: ASKQ_REDIS_URL is set: askq uses that Redis, not an embedded one", file=sys.stderr)
+        return 0
     print(ensure_url(None, settings.var_dir))
     return 0
 
@@ -109,6 +120,21 @@ def add_redis(sub: Any) -> None:
     p = sub.add_parser("redis", help="the embedded Redis: print its URL (starting it) or stop it")
     p.add_argument("redis_command", choices=["url", "stop"])
     p.set_defaults(func=cmd_redis)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from askq.up import run_up
+
+    return run_up(sim_port=args.sim_port)
+
+
+def add_up(sub: Any) -> None:
+    """`askq up`."""
+    p = sub.add_parser("up", help="run the whole local stack in the foreground (embedded Redis, simulator, a worker, "
+                                  "API, Flower); Ctrl-C stops it")
+    p.add_argument("--sim-port", type=positive_int, default=SIM_PORT,
+                   help=f"the simulator's port (default {SIM_PORT}, where the default providers look for it)")
+    p.set_defaults(func=cmd_up)
 
 
 def add_demo(sub: Any) -> None:

@@ -5,21 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.table import Table
 
 from askq.broker.queues import queue_depth
-from askq.cli.args import positive_int, redis_errors
+from askq.cli.args import positive_int, redis_errors, redis_problem
+from askq.config.logging import configure_logging
 from askq.config.settings import load_settings
 from askq.core import keys
+from askq.core.health import Level
 from askq.core.liveness import list_workers
 from askq.core.stats import read_counters
+from askq.errors import AskqError
 from askq.producers.client import Client
 from askq.producers.report import jobs_table, providers_table
 
 _COLOURS = {"healthy": "green", "warning": "yellow", "critical": "red", "info": "cyan"}
+# `askq health`'s exit code when there is no verdict (the monitoring-plugin convention's UNKNOWN).
+UNKNOWN = 3
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -28,9 +35,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # must reach it, so the heartbeat reports and the loop sizes for the real concurrency.
         os.environ["ASKQ_WORKER_CONCURRENCY"] = str(args.concurrency)
     settings = load_settings()
+    # Before Celery starts: its first lines (a warning about running as root) come out formatted too.
+    configure_logging(settings.log_level, settings.log_json)
     from askq.workers import app
 
-    argv = [
+    # Celery's banner is a block of text on stdout; with JSON logs, worker_started says the same.
+    argv = ["--quiet"] if settings.log_json else []
+    argv += [
         "worker",
         "--pool", args.pool,
         "--concurrency", str(settings.worker_concurrency),
@@ -78,14 +89,29 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """Print the verdict over the window; the exit code is 0 healthy, 1 warning, 2 critical."""
+    """Print the verdict over the window; the exit code is 0 healthy, 1 warning, 2 critical, 3 unknown
+    (no verdict: Redis unreachable, or the settings wrong). With --probe: 1 for critical or unknown, else 0."""
+    code = _health(args)
+    return (1 if code >= Level.CRITICAL else 0) if args.probe else code
+
+
+def _health(args: argparse.Namespace) -> int:
     from askq.core.connection import connect
     from askq.core.health import check_health
 
-    settings = load_settings()
-    client = connect(settings)
-    health = check_health(client, args.window or settings.health.window_s)
-    client.close()
+    try:
+        settings = load_settings()
+        client = connect(settings)
+        try:
+            health = check_health(client, args.window or settings.health.window_s)
+        finally:
+            client.close()
+    except (AskqError, redis.RedisError) as exc:
+        problem = redis_problem(exc) if isinstance(exc, redis.RedisError) else str(exc)
+        if args.json:
+            print(json.dumps({"status": "unknown", "error": problem}))
+        print(f"askq: error: {problem}", file=sys.stderr)
+        return UNKNOWN
     if args.json:
         print(health.model_dump_json())
         return health.exit_code
@@ -116,9 +142,12 @@ def add_workers(sub: Any) -> None:
 
 def add_health(sub: Any) -> None:
     """`askq health`."""
-    p = sub.add_parser("health", help="health verdict over a sliding window; exit 0 healthy, 1 warning, 2 critical")
+    p = sub.add_parser("health", help="health verdict over a sliding window; exit 0 healthy, 1 warning, 2 critical, "
+                                      "3 unknown (Redis unreachable)")
     p.add_argument("--window", type=float, help="seconds to look back (default: health.window_s)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--probe", action="store_true",
+                   help="for container health checks: exit 1 when critical or unknown, else 0 (a warning passes)")
     p.set_defaults(func=cmd_health)
 
 

@@ -58,21 +58,58 @@ class SecretScrubber:
         return event
 
 
+# Loggers of the servers askq runs, whose info lines an operator wants (startup, connections).
+_SERVER_LOGGERS = ("celery", "flower", "tornado", "kombu")
+
+
+def _stdlib_fields(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor for standard-library records: the logger's name, and uvicorn's
+    access-log arguments as fields (a request's method, path and status are what one filters on)."""
+    record = event.get("_record")
+    args = event.pop("positional_args", ())
+    if record is not None:
+        event["logger"] = record.name
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            event.update(zip(("client", "method", "path", "http_version", "status"), args, strict=True))
+    return event
+
+
 def configure_logging(level: str = "info", json: bool = False) -> None:
-    """Configure structlog once per process; events carry contextvars (job_id, task_id, attempt)."""
+    """Configure structlog once per process; events carry contextvars (job_id, task_id, attempt).
+
+    The standard library's logging goes through the same processors and renderer: Celery's and
+    kombu's loggers, uvicorn's access and error logs, Flower (tornado) and Python warnings look
+    like askq's own events (with json, one JSON object per line on stderr), scrubbed the same way.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamped: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            SecretScrubber(),
-            renderer,
-        ],
+        processors=[*stamped, structlog.processors.format_exc_info, SecretScrubber(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (message and newline together), so lines from threads never interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*stamped, _stdlib_fields],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, SecretScrubber(), renderer],
+        pass_foreign_args=True,
+    ))
+    root = logging.getLogger()
+    # Replaces whatever handler a library installed first (tornado's, Celery's): one format per process.
+    root.handlers = [handler]
+    # Libraries speak at warning and above (httpx would log every LLM call at info); the servers
+    # askq runs keep askq's level for their own loggers (uvicorn's are set by uvicorn itself, and
+    # a worker sets Celery's from its --loglevel).
+    root.setLevel(logging.WARNING)
+    for name in _SERVER_LOGGERS:
+        logging.getLogger(name).setLevel(getattr(logging, level.upper()))
+    logging.captureWarnings(True)

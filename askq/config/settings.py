@@ -74,6 +74,16 @@ class ProviderSettings(_Strict):
     # so no result or cache entry is larger.
     max_answer_chars: int = Field(65_536, ge=1)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # A wrong scheme is a settings error when the process starts, not a failure of every call.
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            got = f"a {parts.scheme}:// URL" if "://" in value else "no scheme"
+            raise ValueError(f"must be an http:// or https:// URL with a host (https://api.openai.com/v1), got {got}")
+        return value
+
 
 class BreakerSettings(_Strict):
     """Circuit breaker shared by all workers through Redis."""
@@ -124,6 +134,8 @@ class ApiSettings(_Strict):
     # All connections together; past this uvicorn answers 503 (keep it under the process's `ulimit -n`).
     max_connections: int = Field(4096, ge=16)
     console: ConsoleSettings = ConsoleSettings()
+    # One line per request (uvicorn's access log: client, method, path, status), JSON with log_json.
+    access_log: bool = True
 
 
 class FlowerSettings(_Strict):
@@ -298,6 +310,26 @@ class Settings(BaseSettings):
     log_json: bool = False
     # Test-only hook: a question containing "[[askq:crash]]" kills its worker process.
     chaos_hooks: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here so a wrong URL is one settings error, not redis-py's traceback at first use;
+        # the message never quotes the URL (it may hold the password).
+        if value is None:
+            return value
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            got = f"a {parts.scheme}:// URL" if "://" in value.get_secret_value() else "no scheme"
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL "
+                             f"(redis://:PASSWORD@HOST:6379/0), got {got}")
+        try:
+            parts.port  # noqa: B018 - urllib checks the port's range when it is read
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("names no host (redis://HOST:6379/0)")
+        return value
 
     @field_validator("providers")
     @classmethod

@@ -95,13 +95,17 @@ class RedisCollector(Collector):
         pipe.zcard(keys.RETRIES)
         pipe.zcard(keys.DLQ_INDEX)
         pipe.zrange(keys.LEASES, 0, MAX_RUNNING_SCAN - 1)
-        depth, pending, running, retrying, dead_letters, leased = pipe.execute()
+        pipe.zrange(keys.PENDING, 0, 0, withscores=True)  # scored by creation (or replay) time
+        depth, pending, running, retrying, dead_letters, leased, first = pipe.execute()
         yield GaugeMetricFamily("askq_queue_depth", "messages waiting on the broker queue", value=depth)
         yield GaugeMetricFamily("askq_jobs_pending", "jobs not yet ended (succeeded, dead, cancelled or expired)",
                                 value=pending)
         yield GaugeMetricFamily("askq_jobs_running", "jobs held by a worker under a lease", value=running)
         yield GaugeMetricFamily("askq_jobs_retrying", "jobs parked for a durable retry", value=retrying)
         yield GaugeMetricFamily("askq_dead_letter_records", "dead-letter records kept for replay", value=dead_letters)
+        # A queue that does not move shows here whatever its depth: no worker, a stuck retry, a backlog.
+        yield GaugeMetricFamily("askq_oldest_pending_job_age_seconds", "how long the oldest unfinished job has existed",
+                                value=max(0.0, time.time() - float(first[0][1])) if first else 0.0)
         pipe = self.redis.pipeline(transaction=False)
         for job_id in leased:
             pipe.hget(keys.job(str(job_id)), "started")

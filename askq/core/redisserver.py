@@ -256,8 +256,15 @@ def ensure_url(redis_url: str | None, var_dir: Path) -> str:
     if found:
         return found
     # Two askq processes starting at once must agree on one server: look again under a lock.
-    Path(var_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(var_dir) / "redis.lock", "w") as lock:
+    try:
+        Path(var_dir).mkdir(parents=True, exist_ok=True)
+        lock_file = open(Path(var_dir) / "redis.lock", "w")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise EmbeddedRedisError(
+            f"cannot keep the embedded Redis in {var_dir} ({exc.strerror}): set ASKQ_VAR_DIR to a writable "
+            "directory, or ASKQ_REDIS_URL to a Redis server"
+        ) from None
+    with lock_file as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = discover(var_dir)
         if found:
@@ -302,3 +309,18 @@ def stop_detached(var_dir: Path) -> tuple[bool, str]:
         return False, "no embedded redis running"
     path.unlink(missing_ok=True)
     return True, "stopped"
+
+
+def stop_if_unused(var_dir: Path) -> bool:
+    """Stop the embedded Redis if no client but this check is connected to it (`askq up` and
+    `askq demo` stop the server they started, but never from under another askq process)."""
+    url = discover(var_dir)
+    if url is None:
+        return False
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        others = len(client.client_list()) - 1
+        client.close()
+    except redis.RedisError:
+        return False
+    return others <= 0 and stop_detached(var_dir)[0]

@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from askq.config.logging import configure_logging
 from askq.config.settings import Settings
 from askq.core.connection import connect
 from askq.core.metrics import registry_for
@@ -167,8 +168,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     host = host or settings.api.host
     port = port or settings.api.port
+    configure_logging(settings.log_level, settings.log_json)
     check_exposure(settings, host)
     app = create_app(settings)
     log.info("api_starting", host=host, port=port, auth=bool(settings.api.tokens),
              console=f"http://{host}:{port}/console", docs=f"http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, **uvicorn_options(settings.api))
+    # log_config=None: uvicorn's access and error logs go through askq's logging (JSON with log_json).
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, log_config=None,
+                **uvicorn_options(settings.api))

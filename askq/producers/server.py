@@ -106,5 +106,5 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
         "backlog": 2048,
         # Largest request line plus headers h11 buffers before it answers 400 (h11's default is 16 KiB).
         "h11_max_incomplete_event_size": 16 * 1024,
-        "access_log": False,
+        "access_log": api.access_log,
     }

@@ -334,5 +334,6 @@ class Ladder:
 
 
 def _log_attempt(entry: dict[str, Any]) -> None:
-    fields = {k: v for k, v in entry.items() if k not in ("at", "error")}
+    # The error too: an on-call engineer reads what went wrong here (secrets are masked on output).
+    fields = {k: v for k, v in entry.items() if k != "at"}
     log.info("attempt", **fields)
