@@ -10,7 +10,7 @@ from typing import Any, cast
 import redis
 
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts, stats
+from askq.core import clock, keys, message, scripts, stats
 from askq.core.errors import JobNotFoundError, WaitTimeoutError
 from askq.core.job import (
     CancelOutcome,
@@ -45,11 +45,13 @@ class JobStore:
             spec, self.settings.max_question_chars, self.settings.max_context_docs, self.settings.max_context_chars
         )
         check_callback(spec, self.settings.callbacks.allowed_hosts)
-        payload = spec.model_dump(mode="json")
+        # The job's birth on Redis's clock: its age (max_job_age_s) is judged on other hosts.
+        now = clock.read(self.redis)
+        payload = spec.model_dump(mode="json") | {"created": now}
         msg = message.build(self.settings.queue, payload, dispatch=1)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS, keys.EXPIRIES]
         expiry = ["" if v is None else repr(v) for v in (spec.expires_at, spec.ttl_s)]
-        return job_keys, [payload_text(payload), msg, time.time(), spec.id, self.settings.queue, *expiry]
+        return job_keys, [payload_text(payload), msg, now, spec.id, self.settings.queue, *expiry]
 
     def submit(self, spec: JobSpec) -> bool:
         """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
@@ -79,7 +81,7 @@ class JobStore:
         return CancelOutcome(outcome)
 
     def _cancel_args(self, job_id: str) -> list[Any]:
-        return [job_id, time.time(), self.settings.result_ttl_s, stats.HEALTH_TTL_S, keys.CANCELS]
+        return [job_id, clock.read(self.redis), self.settings.result_ttl_s, stats.HEALTH_TTL_S, keys.CANCELS]
 
     def cancel_where(self, where: dict[str, Any], batch: int = CANCEL_SCAN_BATCH) -> dict[str, str]:
         """Cancel every job not yet ended whose metadata has all of where's keys and values.

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -40,7 +39,7 @@ import redis
 import structlog
 
 from askq.config.settings import Settings
-from askq.core import keys, message, scripts
+from askq.core import clock, keys, message, scripts
 from askq.core.deadletter import DeadLetterQueue
 from askq.core.job import DeadReason
 from askq.workers.transitions import expire_args, expire_keys
@@ -122,7 +121,7 @@ class Reaper:
         """Reclaim expired leases and fire due retries; returns counts of what was done."""
         done = {"reclaimed": 0, "poisoned": 0, "parked": 0, "retried": 0, "exhausted": 0, "restored": 0,
                 "dropped": 0, "skipped": 0, "expired": 0}
-        now = time.time()
+        now = clock.read(self.redis)
         self._running = None
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=BATCH)

@@ -22,8 +22,10 @@ from typing import Any
 
 import structlog
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps as kombu_dumps
 
 from askq.config.logging import scrub
+from askq.core import clock
 from askq.core.deadletter import MAX_RAW_CHARS
 from askq.core.errors import InvalidJobError
 from askq.core.message import parse_envelope
@@ -34,6 +36,15 @@ log = structlog.get_logger("askq.transport")
 
 class QoS(kombu_redis.QoS):
     """Kombu's unacked bookkeeping, surviving a close after its connection was released."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        # kombu 5.7 stamps the unacked index with this host's clock; the reaper judges the stamp
+        # on Redis's (askq/core/clock.py): a host 30 s behind would look abandoned at once.
+        delivery = message.delivery_info
+        raw = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: clock.now()}).hset(
+                self.unacked_key, delivery_tag, raw).execute()
 
     def restore_unacked(self, client: Any = None) -> None:
         try:

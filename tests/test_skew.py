@@ -1,0 +1,58 @@
+"""Hosts whose clocks are 30 s off: leases, the reaper and durable retries run on Redis's clock."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from askq.bench import faketime
+from askq.config.settings import Settings
+from askq.core import keys
+from askq.core.job import JobState
+from askq.producers.client import Client
+from askq.stack import Stack
+from tests.conftest import Sim, wait_workers
+
+pytestmark = pytest.mark.skipif(faketime.library() is None, reason="libfaketime missing: apt-get install faketime")
+
+
+def test_workers_30s_ahead_and_behind_never_steal_or_rerun_each_others_jobs(
+    stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
+) -> None:
+    # Jobs run across several heartbeats and reaper sweeps (lease 3 s in the stack's FAST_ENV):
+    # a lease judged on a clock 30 s off looks expired to one of the two workers' reapers.
+    sim.configure({"latency_s": 4.0})
+    stack.start_worker(concurrency=4, name="ahead", **faketime.skewed_env(+30))
+    stack.start_worker(concurrency=4, name="behind", **faketime.skewed_env(-30))
+    wait_workers(r, 2)
+    client = Client(settings)
+    ids = client.submit_many([{"question": f"Where is parcel {i}?"} for i in range(8)])
+    views = client.wait_many(ids, timeout=90)
+    assert all(v.state is JobState.SUCCEEDED for v in views.values()), views
+    assert [v.delivery for v in views.values()] == [1] * len(ids), "a live worker's job was reclaimed"
+    assert sim.requests("primary") == len(ids), "LLM calls wasted on double runs"
+    assert sum(int(r.hget(keys.job(i), "result_writes") or 0) for i in ids) == len(ids)
+    # Heartbeats are stamped on Redis's clock: both workers look alive, neither 30 s stale or ahead.
+    beats = dict(r.zrange(keys.WORKERS, 0, -1, withscores=True))
+    server_now = float(r.time()[0])
+    assert all(abs(server_now - beat) < 10 for beat in beats.values()), beats
+
+
+def test_a_durable_retry_parked_by_a_host_behind_is_not_due_early(
+    stack: Stack, r: redis.Redis, settings: Settings, sim: Sim
+) -> None:
+    # Every tier fails: the job is parked for a durable retry, due on Redis's clock.
+    sim.configure({"latency_s": 0.02, "faults": [{"kind": "server_error", "status": 503}]})
+    stack.start_worker(concurrency=2, name="ahead", **faketime.skewed_env(+30), ASKQ_DURABLE_RETRY_BASE_S="20",
+                       ASKQ_DURABLE_RETRY_CAP_S="20")
+    wait_workers(r, 1)
+    job_id = Client(settings).submit("Where is my parcel?")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not r.zscore(keys.RETRIES, job_id):
+        time.sleep(0.1)
+    due = r.zscore(keys.RETRIES, job_id)
+    assert due is not None, "job was not parked for a durable retry"
+    seconds, micros = r.time()
+    assert due <= seconds + micros / 1e6 + 20 + 1, "due time stamped on the skewed host's clock"
