@@ -13,7 +13,7 @@ from askq.core import keys
 from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
-from tests.conftest import Sim, wait_workers
+from tests.conftest import Sim, wait_for, wait_workers
 
 pytestmark = pytest.mark.skipif(faketime.library() is None, reason="libfaketime missing: apt-get install faketime")
 
@@ -24,8 +24,11 @@ def test_workers_30s_ahead_and_behind_never_steal_or_rerun_each_others_jobs(
     # Jobs run across several heartbeats and reaper sweeps (lease 3 s in the stack's FAST_ENV):
     # a lease judged on a clock 30 s off looks expired to one of the two workers' reapers.
     sim.configure({"latency_s": 4.0})
-    stack.start_worker(concurrency=4, name="ahead", **faketime.skewed_env(+30))
-    stack.start_worker(concurrency=4, name="behind", **faketime.skewed_env(-30))
+    # The worker ahead starts first and takes the reaper's lock: on its clock every lease of the
+    # worker behind has expired (and on the behind one's, none of anyone's ever does).
+    stack.start_worker(concurrency=4, **faketime.skewed_env(+30))
+    wait_for(lambda: r.get(keys.REAPER_LOCK), 60, what="the worker ahead holding the reaper lock")
+    stack.start_worker(concurrency=4, **faketime.skewed_env(-30))
     wait_workers(r, 2)
     client = Client(settings)
     ids = client.submit_many([{"question": f"Where is parcel {i}?"} for i in range(8)])
@@ -45,7 +48,7 @@ def test_a_durable_retry_parked_by_a_host_behind_is_not_due_early(
 ) -> None:
     # Every tier fails: the job is parked for a durable retry, due on Redis's clock.
     sim.configure({"latency_s": 0.02, "faults": [{"kind": "server_error", "status": 503}]})
-    stack.start_worker(concurrency=2, name="ahead", **faketime.skewed_env(+30), ASKQ_DURABLE_RETRY_BASE_S="20",
+    stack.start_worker(concurrency=2, **faketime.skewed_env(+30), ASKQ_ON_EXHAUSTED="retry", ASKQ_DURABLE_RETRY_BASE_S="20",
                        ASKQ_DURABLE_RETRY_CAP_S="20")
     wait_workers(r, 1)
     job_id = Client(settings).submit("Where is my parcel?")

@@ -1,7 +1,7 @@
 """A process's clock skewed by libfaketime (Debian's `faketime` package), for many-hosts tests.
 
-LD_PRELOAD of libfaketime with FAKETIME="+30s" shifts every clock the process reads (wall and
-monotonic), the way a host with a wrong clock would see the time. Children inherit it.
+LD_PRELOAD of libfaketime with FAKETIME="+30s" shifts the wall clock the process reads, the way
+a host with a wrong clock sees the time. Children inherit it.
 """
 
 from __future__ import annotations
@@ -27,5 +27,7 @@ def skewed_env(offset_s: float) -> dict[str, str]:
     lib = library()
     if lib is None:
         raise ValueError("libfaketime is not installed (apt-get install faketime)")
-    # DONT_FAKE_MONOTONIC stays unset: a skewed host's monotonic clock is as wrong as its wall clock.
-    return {"LD_PRELOAD": lib, "FAKETIME": f"{offset_s:+g}s", "FAKETIME_NO_CACHE": "1"}
+    # Only the wall clock is wrong on such a host (NTP steps never touch CLOCK_MONOTONIC). A faked
+    # monotonic clock would also break every timed wait: libfaketime reports it as an epoch date,
+    # and Python's timed lock waits (sem_clockwait) hand that to the kernel as their deadline.
+    return {"LD_PRELOAD": lib, "FAKETIME": f"{offset_s:+g}s", "DONT_FAKE_MONOTONIC": "1"}
