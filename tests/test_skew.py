@@ -48,7 +48,8 @@ def test_a_durable_retry_parked_by_a_host_behind_is_not_due_early(
 ) -> None:
     # Every tier fails: the job is parked for a durable retry, due on Redis's clock.
     sim.configure({"latency_s": 0.02, "faults": [{"kind": "server_error", "status": 503}]})
-    stack.start_worker(concurrency=2, **faketime.skewed_env(+30), ASKQ_ON_EXHAUSTED="retry", ASKQ_DURABLE_RETRY_BASE_S="20",
+    stack.start_worker(concurrency=2, **faketime.skewed_env(+30), ASKQ_ON_EXHAUSTED="retry",
+                       ASKQ_DURABLE_RETRY_BASE_S="20",
                        ASKQ_DURABLE_RETRY_CAP_S="20")
     wait_workers(r, 1)
     job_id = Client(settings).submit("Where is my parcel?")
