@@ -81,12 +81,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from askq.bench.chaos import parse_phases, run_chaos
 
+    if args.hosts:  # many hosts in network namespaces (askq/bench/hosts.py)
+        from askq.bench.hosts import HostsOptions, run_hosts_command
+        from askq.config.settings import load_settings
+
+        opts = HostsOptions(jobs=args.jobs or 60, partition_s=args.partition, deadline_s=args.deadline)
+        return run_hosts_command(opts, load_settings().var_dir / "chaos-hosts", args.json)
+
     try:
         chosen = parse_phases(args.phases, args.skip)
     except ValueError as exc:
         print(f"askq chaos: {exc}", file=sys.stderr)
         return 2
-    return run_chaos(jobs=args.jobs, deadline_s=args.deadline, as_json=args.json, phase_names=chosen,
+    return run_chaos(jobs=args.jobs or 5000, deadline_s=args.deadline, as_json=args.json, phase_names=chosen,
                      redis_freeze_s=args.redis_freeze, worker_freeze_s=args.worker_freeze)
 
 
@@ -157,13 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("chaos", help="kill, freeze and restart things under load; check nothing is lost")
-    p.add_argument("--jobs", type=positive_int, default=5000, help="jobs to push through the chaos (default 5000)")
+    p.add_argument("--jobs", type=positive_int, help="jobs to push through the chaos (default 5000; 60 with --hosts)")
     p.add_argument("--deadline", type=positive_float, default=900.0,
                    help="stop after this many seconds whatever happens")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     p.add_argument("--phases", help="comma list of phases to run (default all: mix, redis_freeze, late_worker, "
                    "slow_provider, burst)")
     p.add_argument("--skip", help="comma list of phases to leave out")
+    p.add_argument("--hosts", action="store_true", help="instead: Redis, two worker hosts and a producer in network "
+                   "namespaces; a 30 s partition, and clocks 30 s ahead and behind (needs root)")
+    p.add_argument("--partition", type=positive_float, default=30.0,
+                   help="with --hosts: seconds worker host a is cut off (default 30)")
     p.add_argument("--redis-freeze", type=positive_float, default=15.0, help="seconds Redis stays frozen (default 15)")
     p.add_argument("--worker-freeze", type=positive_float, default=25.0,
                    help="seconds the late worker stays frozen (default 25)")
