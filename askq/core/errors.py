@@ -5,6 +5,8 @@
      ├── InvalidJobError              a job or message breaks the contract (field, problem)
      ├── JobNotFoundError             no job with that id
      ├── WaitTimeoutError             a job did not finish within the wait
+     ├── DurabilityError              a strict submit was not confirmed on disk / by replicas in time:
+     │                                retryable, the job may be in (same idempotency key: same job)
      ├── EmbeddedRedisError           the embedded Redis server could not be started
      ├── BenchError                   a benchmark or chaos run could not set up (e.g. workers did not start)
      ├── InternalError                askq's own code or the job's own data failed while asking a tier:
@@ -52,6 +54,18 @@ class JobNotFoundError(AskqError):
 
 class WaitTimeoutError(AskqError):
     """A job did not reach a terminal state within the wait."""
+
+
+class DurabilityError(AskqError):
+    """A strict submit was not confirmed durable in time; the jobs may be in (job_ids), retry is safe
+    with the same idempotency keys."""
+
+    def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message, job_ids)
+        self.job_ids = job_ids
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class EmbeddedRedisError(AskqError):

@@ -11,7 +11,7 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import clock, keys, message, scripts, stats
-from askq.core.errors import JobNotFoundError, WaitTimeoutError
+from askq.core.errors import DurabilityError, JobNotFoundError, WaitTimeoutError
 from askq.core.job import (
     CancelOutcome,
     DeadReason,
@@ -54,7 +54,13 @@ class JobStore:
         return job_keys, [payload_text(payload), msg, now, spec.id, self.settings.queue, *expiry]
 
     def submit(self, spec: JobSpec) -> bool:
-        """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
+        """Store and enqueue a job; False if a job with this id (idempotency key) already exists.
+
+        With durability strict, only once it is on disk (and on the replicas asked for), else
+        DurabilityError (see durable).
+        """
+        if self.settings.durability == "strict":
+            return self.submit_many([spec])[0]
         job_keys, args = self._submit_args(spec)
         return bool(self._submit(keys=job_keys, args=args))
 
@@ -65,13 +71,58 @@ class JobStore:
         anywhere in the list enqueues nothing.
         """
         prepared = [self._submit_args(spec) for spec in specs]
+        strict = self.settings.durability == "strict"
         created: list[bool] = []
         for start in range(0, len(prepared), chunk):
             pipe = self.redis.pipeline(transaction=False)
             for job_keys, args in prepared[start : start + chunk]:
                 self._submit(keys=job_keys, args=args, client=pipe)
-            created.extend(bool(r) for r in pipe.execute())
+            if not strict:
+                created.extend(bool(r) for r in pipe.execute())
+                continue
+            # On the same connection as the writes: WAITAOF and WAIT wait for this client's own
+            # writes. The primary's AOF is fsynced; replicas have received them (WAIT): their own
+            # disks follow their appendfsync (WAITAOF on replicas would wait for their once-a-second
+            # fsync report, a second per submit).
+            timeout_ms = int(self.settings.durability_timeout_s * 1000)
+            need = self.settings.durability_replicas
+            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+            if need:
+                pipe.execute_command("WAIT", need, timeout_ms)  # type: ignore[no-untyped-call]
+            waits = 2 if need else 1
+            chunk_specs = specs[start : start + chunk]
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise self._not_durable(chunk_specs, f"the connection failed: {exc}") from exc
+            for reply in replies[:-waits]:
+                if isinstance(reply, Exception):
+                    raise reply
+            self.durable(replies[-waits:], chunk_specs)
+            created.extend(bool(r) for r in replies[:-waits])
         return created
+
+    def durable(self, acks: list[Any], specs: Sequence[JobSpec]) -> None:
+        """Check the replies of WAITAOF 1 0 ([fsynced locally, _]) and WAIT (replicas that have
+        the writes, when asked for); DurabilityError if short."""
+        need = self.settings.durability_replicas
+        for ack in acks:
+            if isinstance(ack, Exception):
+                raise self._not_durable(specs, f"the server cannot confirm it: {ack}") from ack
+        local = int(acks[0][0])
+        replicas = int(acks[1]) if need else 0
+        if local < 1 or replicas < need:
+            raise self._not_durable(specs, f"on disk on the primary: {'yes' if local else 'no'}; replicas that "
+                                           f"have it: {replicas} of {need}")
+
+    def _not_durable(self, specs: Sequence[JobSpec], why: str) -> DurabilityError:
+        keyless = sum(1 for s in specs if s.idempotency_key is None)
+        retry = ("submit again with the same idempotency key to get the same job"
+                 + (f" ({keyless} of them have none: a retry would create new jobs)" if keyless else ""))
+        ids = tuple(s.id for s in specs)
+        return DurabilityError(
+            f"{len(specs)} job(s) accepted by Redis but not confirmed durable within "
+            f"{self.settings.durability_timeout_s:g} s ({why}). They may be in: {retry}.", ids)
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job that has not ended (scripts.CANCEL); JobNotFoundError if there is none."""
