@@ -75,7 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
                      textbook_jobs=args.textbook_jobs, skip_baselines=args.skip_baselines,
-                     submit_only=args.submit_only, plot=args.plot, as_json=args.json)
+                     submit_only=args.submit_only, plot=args.plot, as_json=args.json, durability=args.durability)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--textbook-jobs", type=positive_int, default=40, help="jobs for the slow textbook baseline")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
+    p.add_argument("--durability", choices=("relaxed", "strict"), default="relaxed",
+                   help="with --submit-only: submit in this durability mode (README: Durable submit)")
     p.add_argument("--pools", action="store_true", help="the bare task on the thread pool and on gevent, twice each")
     p.add_argument("--longpoll", action="store_true",
                    help="HTTP API: --callers concurrent long-polls of --wait s, and /healthz meanwhile")

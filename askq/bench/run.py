@@ -79,14 +79,14 @@ def render(rows: list[Figures], ratios: dict[str, float], out: Console) -> None:
 def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, workers: int = 2,
               textbook_jobs: int = 40, skip_baselines: bool = False, submit_only: bool = False,
               plot: Path | None = None, as_json: bool = False, var_dir: Path | None = None,
-              extra_env: dict[str, str] | None = None) -> int:
+              extra_env: dict[str, str] | None = None, durability: str = "relaxed") -> int:
     base = load_settings()
     with Stack(var_dir or base.var_dir / "bench", env={"ASKQ_LOG_LEVEL": "warning", **(extra_env or {})}) as stack:
         stack.start_redis()
         if submit_only:
             from askq.bench.submit import measure_submit
 
-            out = measure_submit(stack)
+            out = measure_submit(stack, durability=durability)
             print(json.dumps(out, sort_keys=True) if as_json else
                   f"one by one: {out['one_by_one_jobs_per_s']} jobs/s, bulk: {out['bulk_jobs_per_s']} jobs/s")
             return 0

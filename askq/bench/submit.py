@@ -12,9 +12,10 @@ from askq.producers.client import Client
 from askq.stack import Stack
 
 
-def measure_submit(stack: Stack, single: int = 2000, bulk: int = 20000, chunk: int = 1000) -> dict[str, Any]:
+def measure_submit(stack: Stack, single: int = 2000, bulk: int = 20000, chunk: int = 1000,
+                   durability: str = "relaxed") -> dict[str, Any]:
     """Jobs/s for `single` submit() calls and for `bulk` jobs through submit_many(), no workers running."""
-    settings = load_settings(redis_url=stack.redis_url, var_dir=stack.var_dir)
+    settings = load_settings(redis_url=stack.redis_url, var_dir=stack.var_dir, durability=durability)
     client = Client(settings, connect(settings, stack.redis_url))
     try:
         t0 = time.perf_counter()
@@ -32,4 +33,4 @@ def measure_submit(stack: Stack, single: int = 2000, bulk: int = 20000, chunk: i
         client.redis.delete(settings.queue, keys.PENDING)
         client.close()
     return {"one_by_one_jobs_per_s": round(one_by_one), "bulk_jobs_per_s": round(in_bulk),
-            "single_jobs": single, "bulk_jobs": bulk, "bulk_chunk": chunk, "queued": queued}
+            "single_jobs": single, "bulk_jobs": bulk, "durability": durability, "bulk_chunk": chunk, "queued": queued}
