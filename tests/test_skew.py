@@ -9,7 +9,7 @@ import redis
 
 from askq.bench import faketime
 from askq.config.settings import Settings
-from askq.core import keys
+from askq.core import clock, keys
 from askq.core.job import JobState
 from askq.producers.client import Client
 from askq.stack import Stack
@@ -60,3 +60,18 @@ def test_a_durable_retry_parked_by_a_host_behind_is_not_due_early(
     assert due is not None, "job was not parked for a durable retry"
     seconds, micros = r.time()
     assert due <= seconds + micros / 1e6 + 20 + 1, "due time stamped on the skewed host's clock"
+
+
+def test_server_clock_reads_time_once_and_carries_it_forward_on_the_monotonic_clock(r: redis.Redis) -> None:
+    ticks = [100.0]
+    server = clock.ServerClock(resync_s=10, monotonic=lambda: ticks[0])
+    seconds, micros = r.time()
+    first = server.read(r)
+    assert abs(first - (seconds + micros / 1e6)) < 1
+    calls_before = r.info("commandstats").get("cmdstat_time", {}).get("calls", 0)
+    ticks[0] += 5  # five seconds later on this host's monotonic clock, whatever its wall clock says
+    assert server.read(r) == pytest.approx(first + 5)
+    assert r.info("commandstats").get("cmdstat_time", {}).get("calls", 0) == calls_before  # no new reading
+    ticks[0] += 6  # past resync_s: read again
+    server.read(r)
+    assert r.info("commandstats")["cmdstat_time"]["calls"] == calls_before + 1

@@ -126,7 +126,8 @@ class JobStore:
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job that has not ended (scripts.CANCEL); JobNotFoundError if there is none."""
-        outcome = str(self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id)))
+        args = self._cancel_args(job_id)  # first: it reads Redis's clock, which the health bucket key is on
+        outcome = str(self._cancel(keys=cancel_keys(job_id), args=args))
         if outcome == "missing":
             raise JobNotFoundError(f"no job {job_id!r}")
         return CancelOutcome(outcome)
@@ -156,6 +157,7 @@ class JobStore:
                            if payload is not None and metadata_matches(_metadata_of(payload), where)]
                 if matched:
                     pipe = self.redis.pipeline(transaction=False)
+                    clock.read(self.redis)  # the health bucket key is on Redis's clock
                     for job_id in matched:
                         self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id), client=pipe)
                     outcomes |= {job_id: str(o) for job_id, o in zip(matched, pipe.execute(), strict=True)
