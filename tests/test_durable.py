@@ -142,3 +142,18 @@ def test_strict_on_a_server_without_an_aof_says_it_cannot_confirm(tmp_path: Path
         client = Client(_strict(server.url, tmp_path, replicas=0))
         with pytest.raises(DurabilityError, match=r"cannot confirm.*may be in"):
             client.submit("Where is my parcel?")
+
+
+def test_the_api_answers_503_saying_the_job_may_be_in(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from askq.config.settings import ApiSettings
+    from askq.producers.api import create_app
+
+    with _server(tmp_path / "alone") as server:
+        settings = _strict(server.url, tmp_path, replicas=1, timeout_s=0.2).model_copy(
+            update={"api": ApiSettings(tokens=["t-1"])})
+        with TestClient(create_app(settings), headers={"Authorization": "Bearer t-1"}) as api:
+            reply = api.post("/v1/jobs", json={"question": "Where is my parcel?", "idempotency_key": "ticket-9"})
+        assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        assert "may be in" in reply.json()["detail"]

@@ -14,6 +14,7 @@ from askq.core.errors import (
     BadAnswerError,
     ConfigError,
     ContextTooLongError,
+    DurabilityError,
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
@@ -114,6 +115,7 @@ def test_api_key_is_secret_in_repr() -> None:
         PermanentProviderError("401", "primary", 401),
         ContextTooLongError("too long", "primary", 400),
         BadAnswerError("truncated", "secondary"),
+        DurabilityError("not confirmed durable; may be in", ("a1", "b2")),
     ],
 )
 def test_exceptions_pickle_with_their_fields(exc: AskqError) -> None:
