@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -75,3 +79,42 @@ def test_server_clock_reads_time_once_and_carries_it_forward_on_the_monotonic_cl
     ticks[0] += 6  # past resync_s: read again
     server.read(r)
     assert r.info("commandstats")["cmdstat_time"]["calls"] == calls_before + 1
+
+
+# Run on a host whose clock is off: one rate-limited call and one failed call recorded in the breaker.
+_WINDOWS = """
+import asyncio, sys
+from askq.config.settings import ProviderSettings, load_settings
+from askq.core.connection import connect_async
+from askq.workers.breaker import Breaker, Permit
+from askq.workers.ratelimit import RateLimiter
+
+async def main() -> None:
+    settings = load_settings(redis_url=sys.argv[1])
+    client = connect_async(settings, sys.argv[1])
+    provider = ProviderSettings(name="skewed", base_url="http://x/v1", model="m", requests_per_minute=10,
+                                tokens_per_minute=1000)
+    grant = await RateLimiter(client, 1.0).acquire(provider, 5)
+    await Breaker(client, settings.breaker).record("skewed", False, Permit.CALL)
+    print(grant.minute)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("offset_s", [+90, -90])
+def test_rate_limit_minute_and_breaker_window_are_on_redis_clock(r: redis.Redis, redis_server: Any,
+                                                                 offset_s: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")} | faketime.skewed_env(offset_s)
+    done = subprocess.run([sys.executable, "-c", _WINDOWS, redis_server.url], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seconds, micros = r.time()
+    now = seconds + micros / 1e6
+    # The minute charged is Redis's (a host 90 s off would charge another minute's budget).
+    assert int(done.stdout.strip()) in {int((now - 5) // 60), int(now // 60)}
+    (_, stamp), = r.zrange(keys.rate_requests("skewed"), 0, -1, withscores=True)
+    assert abs(stamp - now) < 5
+    # The breaker's window counts the failure at Redis's now: it neither ages out at once nor lingers.
+    seconds_counted = [float(field.split(":")[0]) for field in r.hkeys(keys.breaker_window("skewed"))]
+    assert seconds_counted and all(abs(s - now) < 5 for s in seconds_counted), seconds_counted
