@@ -9,6 +9,8 @@
      │                                the answer task raises it so Celery and Flower report FAILURE
      ├── JobDeferredError             a run sent its job to a durable retry (the last error); the
      │                                answer task raises it inside Celery's Retry: Flower shows RETRY
+     ├── DurabilityError              a strict submit was not confirmed on disk / by replicas in time:
+     │                                retryable, the job may be in (same idempotency key: same job)
      ├── EmbeddedRedisError           the embedded Redis server could not be started
      ├── BenchError                   a benchmark or chaos run could not set up (e.g. workers did not start)
      ├── InternalError                askq's own code or the job's own data failed while asking a tier:
@@ -67,6 +69,16 @@ class JobDeadError(AskqError):
 
 class JobDeferredError(AskqError):
     """A run sent its job to a durable retry: the error that made every tier fail."""
+class DurabilityError(AskqError):
+    """A strict submit was not confirmed durable in time; the jobs may be in (job_ids), retry is safe
+    with the same idempotency keys."""
+
+    def __init__(self, message: str, job_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message, job_ids)
+        self.job_ids = job_ids
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class EmbeddedRedisError(AskqError):

@@ -14,6 +14,7 @@ from askq.errors import (
     BadAnswerError,
     ConfigError,
     ContextTooLongError,
+    DurabilityError,
     JobDeadError,
     JobDeferredError,
     PermanentProviderError,
@@ -118,6 +119,7 @@ def test_api_key_is_secret_in_repr() -> None:
         BadAnswerError("truncated", "secondary"),
         JobDeadError("permanent_error: primary: 401"),
         JobDeferredError("durable retry: primary: 503"),
+        DurabilityError("not confirmed durable; may be in", ("a1", "b2")),
     ],
 )
 def test_exceptions_pickle_with_their_fields(exc: AskqError) -> None:

@@ -168,7 +168,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
               textbook_jobs: int = 40, skip_baselines: bool = False, submit_only: bool = False,
               plot: Path | None = None, as_json: bool = False, var_dir: Path | None = None,
               extra_env: dict[str, str] | None = None, rounds: int = 3, quick: bool = False,
-              rates: list[str] | None = None, floor: bool = True) -> int:
+              rates: list[str] | None = None, floor: bool = True, durability: str = "relaxed") -> int:
     base = load_settings()
     if rates:
         from askq.bench.openloop import parse_rate
@@ -183,7 +183,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
         if submit_only:
             from askq.bench.submit import measure_submit, render_submit
 
-            out = measure_submit(stack)
+            out = measure_submit(stack, durability=durability)
             print(json.dumps(out, sort_keys=True) if as_json else render_submit(out))
             return 0
         stack.start_sim(latency_s=latency_s)

@@ -54,9 +54,9 @@ def _start_api(stack: Stack, token: str) -> str:
 
 
 def measure_submit(stack: Stack, single: int = 4000, bulk: int = 40000, chunk: int = 1000, api_jobs: int = 20000,
-                   api_batch: int = 100) -> dict[str, Any]:
+                   api_batch: int = 100, durability: str = "relaxed") -> dict[str, Any]:
     """Jobs/s for `single` submit() calls, `bulk` jobs through submit_many(), `api_jobs` through the API."""
-    settings = load_settings(redis_url=stack.redis_url, var_dir=stack.var_dir)
+    settings = load_settings(redis_url=stack.redis_url, var_dir=stack.var_dir, durability=durability)
     client = Client(settings, connect(settings, stack.redis_url))
     token = secrets.token_hex(16)
     try:
@@ -88,8 +88,8 @@ def measure_submit(stack: Stack, single: int = 4000, bulk: int = 40000, chunk: i
         # Nothing will answer these jobs: leave an empty store behind.
         client.redis.delete(settings.queue, keys.PENDING)
         client.close()
-    return out | {"single_jobs": single, "bulk_jobs": bulk, "bulk_chunk": chunk, "api_jobs": api_jobs,
-                  "api_batch": api_batch, "python": sys.version.split()[0]}
+    return out | {"single_jobs": single, "bulk_jobs": bulk, "durability": durability, "bulk_chunk": chunk,
+                  "api_jobs": api_jobs, "api_batch": api_batch, "python": sys.version.split()[0]}
 
 
 def render_submit(out: dict[str, Any]) -> str:

@@ -38,6 +38,8 @@ _CONSUMER = "askq/broker/consumer.py"
 _QOS = _TRANSPORT + " QoS (override)"
 
 RELIED_ON: tuple[Private, ...] = (
+    Private("kombu.transport.redis:QoS", "append", "(self, message, delivery_tag)", _QOS),
+    Private("kombu.transport.redis:QoS", "pipe_or_acquire", "(self, pipe=None, client=None)", _QOS + " append"),
     Private("kombu.transport.redis:QoS", "restore_unacked", "(self, client=None)", _QOS),
     Private("kombu.transport.redis:QoS", "ack", "(self, delivery_tag)", _QOS),
     Private("kombu.transport.redis:QoS", "reject", "(self, delivery_tag, requeue=False)", _QOS),

@@ -23,10 +23,12 @@ overridden here are listed with their signatures in askq/broker/private.py.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import structlog
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps as kombu_dumps
 
 from askq.broker.consumer import BROKER_ERRORS
 from askq.broker.envelope import Envelope, parse_envelope
@@ -48,6 +50,19 @@ class QoS(kombu_redis.QoS):
         AttributeError building one (Channel._connparams reads `connection.client.hostname`)."""
         channel = self.channel
         return channel._pool is None and getattr(channel.connection, "client", None) is None
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        # kombu stamps the unacked index with this host's clock; the reaper judges the stamp on
+        # Redis's (askq/core/clock.py): a host 30 s behind would look abandoned at once. So the
+        # stamp comes from the transport's clock (Transport.now, bound by askq's workers). The
+        # rest is kombu 5.7's append, including its in-memory record (virtual QoS.append), which
+        # prefetch, ack and restore rely on.
+        delivery = message.delivery_info
+        raw = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])  # type: ignore[no-untyped-call]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: self.channel.connection.now()}).hset(
+                self.unacked_key, delivery_tag, raw).execute()
+        super(kombu_redis.QoS, self).append(message, delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_unacked(self, client: Any = None) -> None:
         if client is None and self.released():
@@ -126,6 +141,10 @@ class Transport(kombu_redis.Transport):
     """
 
     Channel = Channel
+
+    def now(self) -> float:
+        """The clock the unacked index is stamped with; askq's workers bind it to Redis's."""
+        return time.time()
 
     def refuse(self, entry: Any, error: str) -> None:
         """Record a queue entry (parsed envelope, kombu Message or text) that will not run; never raises."""

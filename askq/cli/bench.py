@@ -25,10 +25,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(jobs=args.jobs, latency_s=args.latency, concurrency=args.concurrency, workers=args.workers,
                      textbook_jobs=args.textbook_jobs, skip_baselines=args.skip_baselines,
                      submit_only=args.submit_only, plot=args.plot, as_json=args.json, rounds=args.rounds,
-                     quick=args.quick, rates=args.rate)
+                     quick=args.quick, rates=args.rate, durability=args.durability)
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    if args.hosts:  # many hosts in network namespaces (askq/bench/hosts.py)
+        from askq.bench.hosts import HostsOptions, run_hosts_command
+        from askq.config.settings import load_settings
+
+        opts = HostsOptions(jobs=args.jobs or 60, partition_s=args.partition, deadline_s=args.deadline)
+        return run_hosts_command(opts, load_settings().var_dir / "chaos-hosts", args.json)
+
     from askq.bench.chaos import parse_phases, run_chaos
 
     try:
@@ -36,7 +43,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"askq chaos: {exc}", file=sys.stderr)
         return 2
-    return run_chaos(jobs=args.jobs, deadline_s=args.deadline, as_json=args.json, phase_names=chosen,
+    return run_chaos(jobs=args.jobs or 5000, deadline_s=args.deadline, as_json=args.json, phase_names=chosen,
                      redis_freeze_s=args.redis_freeze, worker_freeze_s=args.worker_freeze)
 
 
@@ -50,6 +57,8 @@ def add_bench(sub: Any) -> None:
     p.add_argument("--textbook-jobs", type=positive_int, default=40, help="jobs for the slow textbook baseline")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--submit-only", action="store_true", help="only producer jobs/s, one by one and bulk")
+    p.add_argument("--durability", choices=("relaxed", "strict"), default="relaxed",
+                   help="with --submit-only: submit in this durability mode (README: Durable submit)")
     p.add_argument("--pools", action="store_true", help="the bare task on the thread pool and on gevent, twice each")
     p.add_argument("--longpoll", action="store_true",
                    help="HTTP API: --callers concurrent long-polls of --wait s, and /healthz meanwhile")
@@ -70,7 +79,11 @@ def add_bench(sub: Any) -> None:
 def add_chaos(sub: Any) -> None:
     """`askq chaos`."""
     p = sub.add_parser("chaos", help="kill, freeze and restart things under load; check nothing is lost")
-    p.add_argument("--jobs", type=positive_int, default=5000, help="jobs to push through the chaos (default 5000)")
+    p.add_argument("--jobs", type=positive_int, help="jobs to push through the chaos (default 5000; 60 with --hosts)")
+    p.add_argument("--hosts", action="store_true", help="instead: Redis, two worker hosts and a producer in network "
+                   "namespaces; a 30 s partition, and clocks 30 s ahead and behind (needs root)")
+    p.add_argument("--partition", type=positive_float, default=30.0,
+                   help="with --hosts: seconds worker host a is cut off (default 30)")
     p.add_argument("--deadline", type=positive_float, default=900.0,
                    help="stop after this many seconds whatever happens")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")

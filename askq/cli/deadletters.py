@@ -45,7 +45,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     client = Client()
     reason = DeadReason(args.reason) if getattr(args, "reason", None) else None
     if args.dlq_command == "list":
-        since = time.time() - args.since if args.since is not None else None
+        since = client.dlq.server_time() - args.since if args.since is not None else None
         records = client.dead_letters(reason=reason, since=since, limit=args.limit)
         if args.json:
             print(json.dumps([r.model_dump(mode="json", exclude={"payload", "raw"}) for r in records]))

@@ -256,6 +256,13 @@ class Settings(BaseSettings):
     queue: str = "askq"
     # Kombu's own redelivery of unacked messages; askq's leases recover jobs much sooner.
     visibility_timeout_s: int = Field(3600, ge=60)
+    # When a submit returns. relaxed: once Redis holds the job (the AOF reaches disk within a
+    # second: a power loss can lose that second). strict: once the job is in the primary's AOF on
+    # disk (WAITAOF) and received by durability_replicas replicas (WAIT), else DurabilityError
+    # after durability_timeout_s (the job may be in: submit again with the same idempotency key).
+    durability: Literal["relaxed", "strict"] = "relaxed"
+    durability_replicas: int = Field(0, ge=0)
+    durability_timeout_s: float = Field(1.0, gt=0, le=60)
 
     providers: list[ProviderSettings] = Field(default_factory=_default_providers, min_length=1)
     breaker: BreakerSettings = BreakerSettings()

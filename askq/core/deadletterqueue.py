@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any, cast
 
@@ -11,7 +10,7 @@ import redis
 
 from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, scripts
+from askq.core import clock, keys, scripts
 from askq.core.deadletter import DeadLetter, DeadReason, make_record
 from askq.core.job import check_limits, parse_spec, payload_text
 from askq.errors import InvalidJobError, JobNotFoundError
@@ -50,7 +49,7 @@ class DeadLetterQueue:
         that job's own stored payload, refused by a worker's limits: then the job itself is
         dead-lettered.
         """
-        now = time.time()
+        now = clock.read(self.redis)
         record_id = job_id if job_id and reason is not DeadReason.INVALID_PAYLOAD else uuid.uuid4().hex
         guard = (token, expect_state, "" if expect_dispatch is None else str(expect_dispatch))
         if reason is DeadReason.INVALID_PAYLOAD and job_id and self._is_stored_payload(job_id, payload):
@@ -110,7 +109,7 @@ class DeadLetterQueue:
 
     def trim(self, now: float | None = None) -> int:
         """Drop records beyond the configured count and age (index and record); returns how many."""
-        cutoff = (now if now is not None else time.time()) - self.settings.dlq_max_age_s
+        cutoff = (now if now is not None else clock.read(self.redis)) - self.settings.dlq_max_age_s
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrangebyscore(keys.DLQ_INDEX, "-inf", cutoff)
         pipe.zcard(keys.DLQ_INDEX)
@@ -194,8 +193,8 @@ class DeadLetterQueue:
         msg = envelope.build(queue, record.payload, dispatch=int(dispatch or 0) + 1)
         outcome = self._replay(
             keys=[keys.job(record.id), queue, keys.PENDING, keys.dead_letter(record.id), keys.DLQ_INDEX],
-            args=[int(dispatch or 0), msg, time.time(), record.id, payload_text(record.payload),
-                  record.created or time.time(), queue, asked_at],
+            args=[int(dispatch or 0), msg, clock.read(self.redis), record.id, payload_text(record.payload),
+                  record.created or clock.read(self.redis), queue, asked_at],
         )
         return str(outcome)
 
@@ -203,7 +202,7 @@ class DeadLetterQueue:
         """Deliver a failed callback again (same webhook-id and body); the job is not touched."""
         outcome = str(self._redeliver(
             keys=[keys.callback(record_id), keys.CALLBACKS_DUE, keys.dead_letter(record_id), keys.DLQ_INDEX],
-            args=[record_id, time.time(), asked_at]))
+            args=[record_id, clock.read(self.redis), asked_at]))
         # The event expired with its record, or was dropped: there is nothing left to deliver.
         return "no_payload" if outcome == "gone" else outcome
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Literal, cast
 
 import redis
 from pydantic import BaseModel
 
 from askq.config.settings import Settings
-from askq.core import keys
+from askq.core import clock, keys
 
 WorkerState = Literal["alive", "stalled", "dead"]
 
@@ -45,7 +44,7 @@ def _number(fields: dict[str, str], name: str, default: float) -> float:
 
 def list_workers(client: redis.Redis, settings: Settings) -> list[WorkerInfo]:
     """Every worker that beat within worker_retention_s (dead ones too), judged by its own timings."""
-    now = time.time()
+    now = clock.read(client)
     # Workers silent past the retention are gone (the reaper removes them; hidden here meanwhile).
     entries = cast(list[tuple[str, float]],
                    client.zrangebyscore(keys.WORKERS, now - settings.worker_retention_s, "+inf", withscores=True))

@@ -8,7 +8,6 @@ reach a label: labels are provider names, error classes, tiers, reasons and work
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -23,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from askq.config.settings import Settings
-from askq.core import counters, keys, stats
+from askq.core import clock, counters, keys, stats
 from askq.core.liveness import list_workers
 from askq.core.version import build_info
 
@@ -105,12 +104,12 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily("askq_dead_letter_records", "dead-letter records kept for replay", value=dead_letters)
         # A queue that does not move shows here whatever its depth: no worker, a stuck retry, a backlog.
         yield GaugeMetricFamily("askq_oldest_pending_job_age_seconds", "how long the oldest unfinished job has existed",
-                                value=max(0.0, time.time() - float(first[0][1])) if first else 0.0)
+                                value=max(0.0, clock.read(self.redis) - float(first[0][1])) if first else 0.0)
         pipe = self.redis.pipeline(transaction=False)
         for job_id in leased:
             pipe.hget(keys.job(str(job_id)), "started")
         starts = [float(s) for s in pipe.execute() if s] if leased else []
-        oldest = time.time() - min(starts) if starts else 0.0
+        oldest = clock.read(self.redis) - min(starts) if starts else 0.0
         yield GaugeMetricFamily(
             "askq_oldest_running_job_age_seconds", "how long the longest-running job has run", value=max(0.0, oldest)
         )

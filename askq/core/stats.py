@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from typing import Literal, NamedTuple
 
 import redis
 
-from askq.core import keys
+from askq.core import clock, keys
 
 HEALTH_BUCKET_S = 10
 HEALTH_TTL_S = 3600
 
 
 def health_bucket(now: float | None = None) -> int:
-    return int((now if now is not None else time.time()) // HEALTH_BUCKET_S)
+    return int((now if now is not None else clock.now()) // HEALTH_BUCKET_S)
 
 
 class Increment(NamedTuple):
@@ -69,8 +68,9 @@ def read_counters(client: redis.Redis) -> dict[str, int]:
 
 def read_health_window(client: redis.Redis, window_s: float) -> dict[str, float]:
     """Sum of the health buckets covering the last window_s seconds."""
-    now = health_bucket()
-    first = health_bucket(time.time() - window_s)
+    now_s = clock.read(client)
+    now = health_bucket(now_s)
+    first = health_bucket(now_s - window_s)
     pipe = client.pipeline(transaction=False)
     for bucket in range(first, now + 1):
         pipe.hgetall(keys.health_bucket(bucket))

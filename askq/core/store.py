@@ -11,7 +11,7 @@ import redis
 
 from askq.broker import envelope
 from askq.config.settings import Settings
-from askq.core import keys, scripts, stats
+from askq.core import clock, keys, scripts, stats
 from askq.core.deadletter import DeadReason
 from askq.core.job import (
     CancelOutcome,
@@ -25,7 +25,7 @@ from askq.core.job import (
     payload_text,
 )
 from askq.core.webhook import check_callback
-from askq.errors import JobNotFoundError, WaitTimeoutError
+from askq.errors import DurabilityError, JobNotFoundError, WaitTimeoutError
 
 # Jobs read per round trip by a bulk cancel: it walks the pending index (jobs not yet ended)
 # only, a batch at a time, so Redis is never held by one long command.
@@ -46,15 +46,23 @@ class JobStore:
             spec, self.settings.max_question_chars, self.settings.max_context_docs, self.settings.max_context_chars
         )
         check_callback(spec, self.settings.callbacks.allowed_hosts)
-        payload = spec.model_dump(mode="json")
+        # The job's birth on Redis's clock: its age (max_job_age_s) is judged on other hosts.
+        now = clock.read(self.redis)
+        payload = spec.model_dump(mode="json") | {"created": now}
         text = payload_text(payload)
         msg = envelope.build(self.settings.queue, payload, dispatch=1, job_text=text)
         job_keys = [keys.job(spec.id), keys.PENDING, self.settings.queue, keys.STATS, keys.EXPIRIES]
         expiry = ["" if v is None else repr(v) for v in (spec.expires_at, spec.ttl_s)]
-        return job_keys, [text, msg, time.time(), spec.id, self.settings.queue, *expiry]
+        return job_keys, [text, msg, now, spec.id, self.settings.queue, *expiry]
 
     def submit(self, spec: JobSpec) -> bool:
-        """Store and enqueue a job; False if a job with this id (idempotency key) already exists."""
+        """Store and enqueue a job; False if a job with this id (idempotency key) already exists.
+
+        With durability strict, only once it is on disk (and on the replicas asked for), else
+        DurabilityError (see durable).
+        """
+        if self.settings.durability == "strict":
+            return self.submit_many([spec])[0]
         job_keys, args = self._submit_args(spec)
         return bool(self._submit(keys=job_keys, args=args))
 
@@ -65,23 +73,69 @@ class JobStore:
         anywhere in the list enqueues nothing.
         """
         prepared = [self._submit_args(spec) for spec in specs]
+        strict = self.settings.durability == "strict"
         created: list[bool] = []
         for start in range(0, len(prepared), chunk):
             pipe = self.redis.pipeline(transaction=False)
             for job_keys, args in prepared[start : start + chunk]:
                 self._submit(keys=job_keys, args=args, client=pipe)
-            created.extend(bool(r) for r in pipe.execute())
+            if not strict:
+                created.extend(bool(r) for r in pipe.execute())
+                continue
+            # On the same connection as the writes: WAITAOF and WAIT wait for this client's own
+            # writes. The primary's AOF is fsynced; replicas have received them (WAIT): their own
+            # disks follow their appendfsync (WAITAOF on replicas would wait for their once-a-second
+            # fsync report, a second per submit).
+            timeout_ms = int(self.settings.durability_timeout_s * 1000)
+            need = self.settings.durability_replicas
+            pipe.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
+            if need:
+                pipe.execute_command("WAIT", need, timeout_ms)  # type: ignore[no-untyped-call]
+            waits = 2 if need else 1
+            chunk_specs = specs[start : start + chunk]
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise self._not_durable(chunk_specs, f"the connection failed: {exc}") from exc
+            for reply in replies[:-waits]:
+                if isinstance(reply, Exception):
+                    raise reply
+            self.durable(replies[-waits:], chunk_specs)
+            created.extend(bool(r) for r in replies[:-waits])
         return created
+
+    def durable(self, acks: list[Any], specs: Sequence[JobSpec]) -> None:
+        """Check the replies of WAITAOF 1 0 ([fsynced locally, _]) and WAIT (replicas that have
+        the writes, when asked for); DurabilityError if short."""
+        need = self.settings.durability_replicas
+        for ack in acks:
+            if isinstance(ack, Exception):
+                raise self._not_durable(specs, f"the server cannot confirm it: {ack}") from ack
+        local = int(acks[0][0])
+        replicas = int(acks[1]) if need else 0
+        if local < 1 or replicas < need:
+            raise self._not_durable(specs, f"on disk on the primary: {'yes' if local else 'no'}; replicas that "
+                                           f"have it: {replicas} of {need}")
+
+    def _not_durable(self, specs: Sequence[JobSpec], why: str) -> DurabilityError:
+        keyless = sum(1 for s in specs if s.idempotency_key is None)
+        retry = ("submit again with the same idempotency key to get the same job"
+                 + (f" ({keyless} of them have none: a retry would create new jobs)" if keyless else ""))
+        ids = tuple(s.id for s in specs)
+        return DurabilityError(
+            f"{len(specs)} job(s) accepted by Redis but not confirmed durable within "
+            f"{self.settings.durability_timeout_s:g} s ({why}). They may be in: {retry}.", ids)
 
     def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job that has not ended (lua/cancel.lua); JobNotFoundError if there is none."""
-        outcome = str(self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id)))
+        args = self._cancel_args(job_id)  # first: it reads Redis's clock, which the health bucket key is on
+        outcome = str(self._cancel(keys=cancel_keys(job_id), args=args))
         if outcome == "missing":
             raise JobNotFoundError(f"no job {job_id!r}")
         return CancelOutcome(outcome)
 
     def _cancel_args(self, job_id: str) -> list[Any]:
-        return [job_id, time.time(), self.settings.result_ttl_s, stats.HEALTH_TTL_S, keys.CANCELS]
+        return [job_id, clock.read(self.redis), self.settings.result_ttl_s, stats.HEALTH_TTL_S, keys.CANCELS]
 
     def cancel_where(self, where: dict[str, Any], batch: int = CANCEL_SCAN_BATCH) -> dict[str, str]:
         """Cancel every job not yet ended whose metadata has all of where's keys and values.
@@ -105,6 +159,7 @@ class JobStore:
                            if payload is not None and metadata_matches(_metadata_of(payload), where)]
                 if matched:
                     pipe = self.redis.pipeline(transaction=False)
+                    clock.read(self.redis)  # the health bucket key is on Redis's clock
                     for job_id in matched:
                         self._cancel(keys=cancel_keys(job_id), args=self._cancel_args(job_id), client=pipe)
                     outcomes |= {job_id: str(o) for job_id, o in zip(matched, pipe.execute(), strict=True)

@@ -25,7 +25,7 @@ from askq.config.settings import Settings
 from askq.core.connection import connect
 from askq.core.metrics import registry_for
 from askq.core.webhook import callback_url_schema
-from askq.errors import ConfigError, JobNotFoundError
+from askq.errors import ConfigError, DurabilityError, JobNotFoundError
 from askq.producers import console
 from askq.producers.client import Client
 from askq.producers.routes import deadletters, jobs, probes
@@ -59,6 +59,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis_unavailable", error=str(exc))
     return JSONResponse(status_code=503, content={"detail": "the job store is unreachable; retry later"},
                         headers={"Retry-After": "5"})
+
+
+async def _not_durable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("submit_not_durable", error=str(exc))
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"})
 
 
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
@@ -142,6 +147,7 @@ def create_app(settings: Settings, redis_client: redis.Redis | None = None) -> F
     app.state.registry = registry_for(app.state.client.redis, settings)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(JobNotFoundError, _not_found)
+    app.add_exception_handler(DurabilityError, _not_durable)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
     app.add_exception_handler(redis.TimeoutError, _redis_down)
     app.include_router(jobs.router(settings.api.max_wait_s))

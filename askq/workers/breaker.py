@@ -10,7 +10,6 @@ never reports (its worker died) is handed to the next caller after `probe_timeou
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from askq.config.settings import BreakerSettings
-from askq.core import keys, scripts
+from askq.core import clock, keys, scripts
 from askq.core.scripts import QueuedScript, ScriptCall
 
 
@@ -55,7 +54,7 @@ class Breaker:
         s = self.settings
         outcome = await self._allow(
             keys=[keys.breaker(provider), keys.STATS],
-            args=[time.time(), s.cooldown_s, s.probe_timeout_s, provider],
+            args=[await clock.aread(self.redis), s.cooldown_s, s.probe_timeout_s, provider],
         )
         return Permit(outcome)
 
@@ -63,7 +62,7 @@ class Breaker:
         s = self.settings
         return (
             [keys.breaker(provider), keys.breaker_window(provider), keys.STATS],
-            [time.time(), int(ok), int(permit is Permit.PROBE), s.window_s, s.min_requests, s.failure_rate,
+            [clock.now(), int(ok), int(permit is Permit.PROBE), s.window_s, s.min_requests, s.failure_rate,
              provider],
         )
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import random
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ import redis.asyncio as aredis
 import structlog
 
 from askq.config.settings import CallbackSettings, Settings, callback_key
-from askq.core import keys, scripts, webhook
+from askq.core import clock, keys, scripts, webhook
 from askq.core.deadletter import callback_record
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import parse_request
@@ -107,7 +106,7 @@ class Deliverer:
                 await asyncio.gather(*self.inflight, return_exceptions=True)
 
     async def take(self, limit: int) -> list[Delivery]:
-        now = time.time()
+        now = await clock.aread(self.redis)
         lease_until = now + self.config.timeout_s + LEASE_MARGIN_S
         token = uuid.uuid4().hex
         rows = await self._take(keys=[keys.CALLBACKS_DUE], args=[now, lease_until, token, limit])
@@ -144,7 +143,7 @@ class Deliverer:
             return Outcome("dead", "callbacks.secret is not set on the workers: nothing to sign with")
         view = view_from_hash(delivery.job_id, delivery.job)
         body = view.model_dump_json().encode()
-        sent = webhook.headers(self.key, delivery.id, int(time.time()), body)
+        sent = webhook.headers(self.key, delivery.id, int(clock.now()), body)
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 response = await session.post(url, data=body, headers=sent, allow_redirects=False)
@@ -157,7 +156,7 @@ class Deliverer:
         return _by_status(status, retry_after, self.config.retry_cap_s)
 
     async def settle(self, delivery: Delivery, url: str, outcome: Outcome) -> None:
-        now = time.time()
+        now = await clock.aread(self.redis)
         kind, error, due = outcome.kind, outcome.error, 0.0
         if kind == "retry":
             backoff = self.config.retry_base_s * 2 ** min(delivery.attempt - 1, 30)

@@ -25,7 +25,7 @@ import redis
 import structlog
 from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
-from askq.core import counters, keys
+from askq.core import clock, counters, keys
 from askq.core.deadletter import DeadReason
 from askq.core.job import JobSpec, Result, parse_spec, payload_text
 from askq.workers.ladder import LadderResult
@@ -101,7 +101,7 @@ async def run_delivery(rt: Runtime, spec: JobSpec, dispatch: int, task_id: str) 
         if run.cancelled:
             # The job's state says cancelled already (CANCEL wrote it): no outcome to write, only
             # the calls it made (a cancelled call is counted as made, never as the provider's fault).
-            log.info("job_cancelled", while_="running", ran_s=round(time.time() - run.started, 3))
+            log.info("job_cancelled", while_="running", ran_s=round(clock.now() - run.started, 3))
             await _counts_with_retry(rt, ladder.counts(), {})
             return DeliveryRun("cancelled", ladder)
         # From here the outcome write ends the lease on purpose; the heartbeat must not call it lost.
@@ -183,7 +183,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
     calls, faults = ladder.calls_made, ladder.faults
     health = {"jobs": 1.0, "calls": float(calls), "faults": float(faults), "retries": float(ladder.retries)}
     if ladder.outcome == "answered" and ladder.answer is not None:
-        now = time.time()
+        now = clock.now()
         result = Result(
             job_id=spec.id,
             answer=ladder.answer.text,
@@ -202,7 +202,7 @@ async def _conclude(rt: Runtime, spec: JobSpec, token: str, started: float, ladd
         log.info("job_finished", source=result.source, degraded=result.degraded, outcome=outcome,
                  attempts=calls, latency_s=result.latency_s)
         return outcome
-    if ladder.outcome == "exhausted" and time.time() - spec.created < rt.settings.max_job_age_s:
+    if ladder.outcome == "exhausted" and clock.now() - spec.created < rt.settings.max_job_age_s:
         return await _defer(rt, spec, token, ladder)
     reason = _DEAD_REASON.get(ladder.outcome, DeadReason.EXHAUSTED)
     health |= {"dead": 1.0}
@@ -247,7 +247,7 @@ async def _defer(rt: Runtime, spec: JobSpec, token: str, ladder: LadderResult) -
     s = rt.settings
     delay = random.uniform(0, min(s.durable_retry_cap_s, s.durable_retry_base_s * 2**retries))
     outcome = await _through_outage(
-        rt, "defer_retry", lambda: rt.jobs.defer(spec.id, token, time.time() + delay, ladder.last_error))
+        rt, "defer_retry", lambda: rt.jobs.defer(spec.id, token, clock.now() + delay, ladder.last_error))
     await _counts_with_retry(rt, ladder.counts(), {"durable_retries": 1.0})
     log.info("job_deferred", delay_s=round(delay, 2), retries=retries, outcome=outcome)
     return f"deferred:{outcome}"

@@ -12,7 +12,7 @@ import time
 import redis
 import structlog
 
-from askq.core import keys
+from askq.core import clock, keys
 from askq.core.redisserver import moved_from
 from askq.workers.runtime import Runtime
 
@@ -41,7 +41,7 @@ async def renew_leases(rt: Runtime) -> None:
 
 async def beat_once(rt: Runtime) -> None:
     await renew_leases(rt)
-    now = time.time()
+    now = await clock.aread(rt.redis)
     # The longest-running job decides whether this worker is stalled.
     oldest = max((now - run.started for run in rt.runs.values()), default=0.0)
     pipe = rt.redis.pipeline(transaction=False)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import structlog
 
 from askq.config.settings import Settings
-from askq.core import counters, keys
+from askq.core import clock, counters, keys
 from askq.core.job import JobSpec, TokenUsage
 from askq.errors import ContextTooLongError, InternalError, ProviderError, RateLimitedError, TierSkippedError
 from askq.workers.breaker import Breaker, Permit
@@ -317,7 +317,7 @@ class Ladder:
             "error_class": error_class,
             "latency_s": round(latency_s, 4),
             "wait_s": 0.0,
-            "at": round(time.time(), 3),
+            "at": round(clock.now(), 3),
         }
         if err is not None:
             entry["status"] = err.status

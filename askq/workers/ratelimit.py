@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from askq.config.settings import ProviderSettings
-from askq.core import keys, scripts
+from askq.core import clock, keys, scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class RateLimiter:
 
     async def acquire(self, provider: ProviderSettings, tokens: int) -> Grant | None:
         """A grant when the call may go ahead; None when it would have to wait longer than max_wait_s."""
-        now = time.time()
+        now = await clock.aread(self.redis)
         if provider.requests_per_minute is None and provider.tokens_per_minute is None:
             return Grant(int(now // 60), 0)
         deadline = time.monotonic() + self.max_wait_s
@@ -56,7 +56,7 @@ class RateLimiter:
             if time.monotonic() + wait > deadline:
                 return None
             await asyncio.sleep(wait + 0.001)
-            now = time.time()
+            now = clock.now()
 
     @staticmethod
     def usage_fix(provider: ProviderSettings, grant: Grant, used: int) -> UsageFix | None:

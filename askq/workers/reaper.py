@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -41,7 +40,7 @@ import structlog
 
 from askq.broker import envelope, unacked
 from askq.config.settings import Settings
-from askq.core import keys, scripts
+from askq.core import clock, keys, scripts
 from askq.core.deadletter import DeadReason
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.core.job import job_id_for
@@ -110,7 +109,7 @@ class Reaper:
         """Reclaim expired leases and fire due retries; returns counts of what was done."""
         done = {"reclaimed": 0, "poisoned": 0, "parked": 0, "retried": 0, "exhausted": 0, "restored": 0,
                 "dropped": 0, "skipped": 0, "expired": 0}
-        now = time.time()
+        now = clock.read(self.redis)
         self._running = None
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=BATCH)

@@ -18,6 +18,7 @@ import structlog
 from askq.broker import consumer, transport
 from askq.broker.envelope import Envelope, named_job, raw_text
 from askq.config.logging import scrub
+from askq.core import clock
 from askq.core.deadletter import MAX_RAW_CHARS, DeadReason
 from askq.workers import admitted
 from askq.workers.runtime import get_runtime
@@ -58,6 +59,10 @@ def record_invalid(job_id: str | None, raw: str, error: str, payload: dict[str, 
 
 class Transport(transport.Transport):
     """askq's kombu transport, refusing into the dead-letter queue."""
+
+    def now(self) -> float:
+        # Redis's clock: the reaper judges the unacked stamps on it, whatever this host's says.
+        return clock.now()
 
     def refuse(self, entry: Any, error: str) -> None:
         refuse(entry, error)

@@ -22,6 +22,7 @@ import redis.asyncio as aredis
 import structlog
 
 from askq.config.settings import Settings
+from askq.core import clock
 from askq.core.connection import connect, connect_async, redis_url
 from askq.core.deadletterqueue import DeadLetterQueue
 from askq.workers.breaker import Breaker
@@ -142,7 +143,7 @@ class Runtime:
         asyncio.run_coroutine_threadsafe(supervise(name, duty, stop), self.loop)
 
     def start_run(self, job_id: str, token: str) -> Run:
-        run = Run(job_id, token, time.time())
+        run = Run(job_id, token, clock.now())
         self.runs[(job_id, token)] = run
         # A cancel heard between its claim and now (see RECENT_CANCEL_S), used once and only while
         # fresh: a later job under the same id (its idempotency key reused) is not touched.
@@ -169,7 +170,7 @@ class Runtime:
             del self.runs[(run.job_id, run.token)]
         run.done.set()
         self.completed += 1
-        self.last_progress = time.time()
+        self.last_progress = clock.now()
 
     def live_run(self, job_id: str) -> Run | None:
         """The newest run of job_id in this process, if one is going."""

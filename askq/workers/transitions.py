@@ -7,7 +7,6 @@ Redis round trips in all (the scripts ride on them by EVALSHA: QueuedScript in a
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from askq.config.settings import Settings
-from askq.core import keys, scripts, stats
+from askq.core import clock, keys, scripts, stats
 from askq.core.job import Result
 from askq.core.scripts import QueuedScript
 from askq.workers.riders import Bookkeeping, Prefetched, Reads
@@ -55,7 +54,7 @@ class JobTransitions:
         returned and the caller answers that one. adopt: token is a run of this process still
         going, taking its lease back (see lua/claim.lua).
         """
-        now = time.time()
+        now = await clock.aread(self.redis)
         claim = self._claim.call([keys.job(job_id), keys.LEASES],
                                  [dispatch, token, worker, now, now + self.settings.lease_s, job_id, digest,
                                   "1" if adopt else ""])
@@ -83,7 +82,7 @@ class JobTransitions:
         ahead = len(pipe)
         finish = self._finish.call(
             [keys.job(result.job_id), keys.LEASES, keys.PENDING, keys.STATS, keys.EXPIRIES],
-            [token, result.model_dump_json(), result.source, int(result.degraded), time.time(),
+            [token, result.model_dump_json(), result.source, int(result.degraded), clock.now(),
              self.settings.result_ttl_s, result.job_id])
         finish.queue(pipe)
         tally = self._tally.call(stats.job_outcome(counts, health))
@@ -106,7 +105,7 @@ class JobTransitions:
     async def defer(self, job_id: str, token: str, due: float, error: str) -> str:
         return str(
             await self._defer(
-                keys=[keys.job(job_id), keys.LEASES, keys.RETRIES], args=[token, due, time.time(), job_id, error]
+                keys=[keys.job(job_id), keys.LEASES, keys.RETRIES], args=[token, due, clock.now(), job_id, error]
             )
         )
 
@@ -119,7 +118,7 @@ class JobTransitions:
         and the runs whose job was cancelled."""
         if not held:
             return [], []
-        args: list[str | float] = [time.time() + self.settings.lease_s]
+        args: list[str | float] = [await clock.aread(self.redis) + self.settings.lease_s]
         for job_id, token in held:
             args += [keys.job(job_id), job_id, token]
         lost, cancelled = await self._renew(keys=[keys.LEASES], args=args)
@@ -133,7 +132,7 @@ def expire_keys(job_id: str) -> list[str]:
 
 
 def expire_args(job_id: str, settings: Settings) -> list[str | float]:
-    return [job_id, time.time(), settings.result_ttl_s, stats.HEALTH_TTL_S]
+    return [job_id, clock.now(), settings.result_ttl_s, stats.HEALTH_TTL_S]
 
 
 def _text(reply: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import structlog
@@ -33,7 +32,7 @@ def list_dead_letters(
     since: Annotated[float | None, Query(ge=0, description="only records from the last SINCE seconds")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetter]:
-    cutoff = time.time() - since if since is not None else None
+    cutoff = client.dlq.server_time() - since if since is not None else None
     return client.dead_letters(reason=reason, since=cutoff, limit=limit)
 
 
