@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from askq.core.errors import DurabilityError, EmbeddedRedisError
 
 from askq.config.settings import Settings, load_settings
 from askq.core import keys
 from askq.core.redisserver import EmbeddedRedis, free_port, redis_server_binary
+from askq.errors import DurabilityError, EmbeddedRedisError
 from askq.producers.client import Client
 from tests.conftest import wait_for
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import redis
 
 from askq.core.redisserver import EmbeddedRedis
@@ -153,3 +154,22 @@ def test_a_frozen_embedded_redis_is_reported_not_replaced(tmp_path: Path) -> Non
     finally:
         server.resume()
         assert _askq(env, "redis", "stop").stdout.strip() == "stopped"
+
+
+def test_a_port_taken_between_choosing_and_binding_is_chosen_again(tmp_path: Path) -> None:
+    """free_port() can lose its port to another process before the server binds it (parallel test
+    runs did): a port askq chose is chosen again; a port the caller asked for is an error."""
+    from askq.core.redisserver import EmbeddedRedis
+    from askq.errors import EmbeddedRedisError
+
+    server = EmbeddedRedis(tmp_path / "chosen", appendonly=False)
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with server:
+            assert server.port != taken and redis.Redis.from_url(server.url).ping()
+        asked = EmbeddedRedis(tmp_path / "asked", port=taken, appendonly=False)
+        with pytest.raises(EmbeddedRedisError, match="exited"):
+            asked.start()

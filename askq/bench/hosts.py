@@ -131,9 +131,14 @@ class Cluster:
         return proc
 
     def worker_name(self, host: str) -> str:
-        """The name a worker beats under: host:pid (`ip netns exec` runs the program in its own pid)."""
+        """The name a worker beats under (Celery's node name), found by the pid its heartbeat record
+        carries (`ip netns exec` execs the program: same pid)."""
         names = [str(n) for n in self.redis.zrange(keys.WORKERS, 0, -1)]
-        return next((n for n in names if n.endswith(f":{self.workers[host].pid}")), "")
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(keys.worker(name), "pid")
+        pid = str(self.workers[host].pid)
+        return next((n for n, p in zip(names, pipe.execute(), strict=True) if str(p) == pid), "")
 
     @property
     def redis(self) -> redis.Redis:

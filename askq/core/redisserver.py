@@ -62,6 +62,10 @@ def _is_server(name: str, cmdline: list[str]) -> bool:
     return any(server in name or server in first for server in SERVER_NAMES)
 
 
+class _PortTaken(EmbeddedRedisError):
+    """The server could not bind its port: another process took it first."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,6 +78,9 @@ class EmbeddedRedis:
     def __init__(self, var_dir: Path, port: int = 0, appendonly: bool = True, password: str | None = None) -> None:
         self.data_dir = Path(var_dir).resolve() / "redis"
         self.port = port or free_port()
+        # A port picked here can be taken by another process before the server binds it; only
+        # then (never for a port the caller chose) does start() pick another and try again.
+        self.chosen_port = not port
         self.appendonly = appendonly
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,6 +91,16 @@ class EmbeddedRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0, detach: bool = False) -> EmbeddedRedis:
+        for _ in range(3):
+            try:
+                return self._start(timeout_s, detach)
+            except _PortTaken:
+                if not self.chosen_port:
+                    raise
+                self.port = free_port()
+        return self._start(timeout_s, detach)
+
+    def _start(self, timeout_s: float, detach: bool) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
@@ -99,6 +116,7 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
+        logged = log.tell()
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach, close_fds=True
         )
@@ -107,9 +125,13 @@ class EmbeddedRedis:
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise EmbeddedRedisError(
-                    f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log"
-                )
+                why = f"redis-server exited with {self.proc.returncode}; see {self.data_dir}/redis.log"
+                self.proc = None
+                with open(self.data_dir / "redis.log", "rb") as said:
+                    said.seek(logged)
+                    if b"Address already in use" in said.read():
+                        raise _PortTaken(why)
+                raise EmbeddedRedisError(why)
             try:
                 client.ping()
                 client.close()
