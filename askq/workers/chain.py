@@ -11,8 +11,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import openai
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import _handle_openai_api_error, _handle_openai_bad_request
+from openai._base_client import make_request_options
+from openai._constants import RAW_RESPONSE_HEADER
+from openai._legacy_response import LegacyAPIResponse
+from openai.types.chat import ChatCompletion
 
 from askq.config.settings import ProviderSettings
 from askq.core.job import JobSpec, TokenUsage
@@ -46,17 +52,31 @@ class Answer:
     latency_s: float
 
 
-def build_messages(spec: JobSpec, prompt: str) -> list[BaseMessage]:
-    """The chat messages for a job under one of the prompt templates."""
+def _system_text(spec: JobSpec, prompt: str) -> str:
     system = _SYSTEM[prompt]
     if spec.context and prompt == "full":
         docs = "\n\n".join(f"[{i + 1}] {doc}" for i, doc in enumerate(spec.context))
         system = f"{system}\n\nContext documents:\n{docs}"
-    return [SystemMessage(system), HumanMessage(spec.question)]
+    return system
+
+
+# A job without context documents shares its template's system message: messages are only
+# read (turned into the request's dicts), so one object per template serves every call.
+_SYSTEM_MESSAGE = {prompt: SystemMessage(text) for prompt, text in _SYSTEM.items()}
+# A payload of only these keys is posted as it is (see Chain._complete).
+_PLAIN_PAYLOAD = frozenset({"model", "stream", "messages"})
+
+
+def build_messages(spec: JobSpec, prompt: str) -> list[BaseMessage]:
+    """The chat messages for a job under one of the prompt templates."""
+    if spec.context and prompt == "full":
+        return [SystemMessage(_system_text(spec, prompt)), HumanMessage(spec.question)]
+    return [_SYSTEM_MESSAGE[prompt], HumanMessage(spec.question)]
 
 
 def prompt_chars(spec: JobSpec, prompt: str) -> int:
-    return sum(len(str(m.content)) for m in build_messages(spec, prompt))
+    """The characters of build_messages(spec, prompt), without building them."""
+    return len(_system_text(spec, prompt)) + len(spec.question)
 
 
 class Chain:
@@ -80,6 +100,10 @@ class Chain:
             max_retries=0,
             http_async_client=self.http,
         )
+        # What ChatOpenAI's with_raw_response.create() passes to post(): bearer auth and the
+        # SDK's raw-response marker (sent as a header too, so the request stays the same).
+        self._options = make_request_options(extra_headers={RAW_RESPONSE_HEADER: "true"},
+                                             security={"bearer_auth": True})
 
     async def aclose(self) -> None:
         """Close the connection pool (on the loop that used it)."""
@@ -92,7 +116,7 @@ class Chain:
         with tracking() as exchange:
             try:
                 async with asyncio.timeout(limit):
-                    message = await self.llm.ainvoke(messages)
+                    message = await self._complete(messages)
             except (ProviderError, InternalError):
                 raise
             except TimeoutError as exc:
@@ -112,6 +136,42 @@ class Chain:
             raise
         except Exception as exc:  # a value the provider sent that is not what a completion holds
             raise classify(exc, name, exchange) from exc
+
+    async def _complete(self, messages: list[BaseMessage]) -> BaseMessage:
+        """ChatOpenAI's own request and reply for one call, without its Runnable layers.
+
+        ainvoke() would wrap the same three steps (_agenerate: build the payload, post it with
+        the SDK, read the completion) in a callback manager, config merging, a gather() task
+        per call and a thread-pool hop for reading the reply: a quarter of a job's CPU for
+        nothing askq uses (no callbacks, no tracing, no LangChain cache). What it adds to the
+        message is kept: the reply's generation info and llm_output in response_metadata, and
+        LangChain's translation of SDK errors (so error texts are the same as through ainvoke).
+        """
+        llm = self.llm
+        payload = llm._get_request_payload(messages)
+        try:
+            if payload.keys() <= _PLAIN_PAYLOAD and payload.get("stream") is False:
+                # create() would run the payload through the SDK's TypedDict transform, which
+                # leaves model, stream and string role/content messages as they are but walks
+                # every key and type annotation to find that out (a tenth of a job's CPU). The
+                # client's own post() sends the same body (tests/test_chainrequest.py).
+                raw: LegacyAPIResponse[ChatCompletion] = await llm.root_async_client.post(
+                    "/chat/completions", cast_to=ChatCompletion, body=payload, options=self._options)
+            else:
+                raw = await llm.async_client.with_raw_response.create(**payload)
+            response = raw.parse()
+        except openai.BadRequestError as exc:
+            _handle_openai_bad_request(exc)
+            raise
+        except openai.APIError as exc:
+            _handle_openai_api_error(exc)
+            raise
+        result = llm._create_chat_result(response)
+        generation = result.generations[0]
+        message = generation.message
+        message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
+                                     **message.response_metadata}
+        return message
 
     def _read(self, message: AIMessage, latency: float) -> Answer:
         """The answer in a reply, or the BadAnswerError (OversizedError) that says why it is unusable."""
