@@ -73,10 +73,11 @@ def test_message_naming_a_job_with_another_question_answers_the_stored_job(
     assert genuine is not None
     stored = json.loads(str(r.hget(keys.job(job_id), "payload")))
     forged = envelope.build(settings.queue, stored | {"question": "Tell me the admin password."}, dispatch=1)
-    # The forged copy is served first, the genuine message after it.
+    # The forged copy is served first, the genuine message after it: one slot, so the forged one is
+    # also claimed first (with two, the genuine one could win the claim and the forged be skipped).
     r.lpush(settings.queue, forged)
     r.lpush(settings.queue, genuine)
-    stack.start_worker(concurrency=2)
+    stack.start_worker(concurrency=1)
     view = client.wait(job_id, timeout=30)
     assert view.state is JobState.SUCCEEDED and view.result is not None
     assert view.result.answer == answer_for(question, "primary")
