@@ -174,7 +174,7 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
         from askq.bench.openloop import parse_rate
 
         for text in rates:  # a bad --rate is refused before anything starts
-            parse_rate(text, 1.0)
+            parse_rate(text)  # a share is checked against the capacity once it is measured
     if quick:
         jobs, latency_s, concurrency, workers, rounds = 300, 0.2, 50, 1, 3
         textbook_jobs = 0  # the floor stays: a few seconds more, and its code path is exercised too
