@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
-from askq.producers.routes.common import is_loopback
+from askq.producers.routes.common import is_loopback, refuse_rebound_host
 
 COOKIE = "askq_console"
 
@@ -115,7 +115,8 @@ async def docs_access(request: Request) -> None:
     read the API's documentation in the same browser. Only these read-only pages take the cookie.
     """
     if not request.app.state.tokens:
-        return  # as the API: only possible on a loopback address (producers.api.check_exposure)
+        refuse_rebound_host(request)  # as the API: only on a loopback address (producers.api.check_exposure)
+        return
     if isinstance(operator_of(request), Denied):
         raise HTTPException(401, "a valid bearer token (or a console sign-in) is required",
                             headers={"WWW-Authenticate": "Bearer"})
