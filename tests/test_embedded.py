@@ -72,6 +72,18 @@ def test_redis_stop_leaves_another_redis_server_alone(tmp_path: Path, redis_serv
     assert redis.Redis.from_url(redis_server.url).ping()
 
 
+def test_redis_stop_with_a_corrupt_state_file_says_so_and_signals_nothing(tmp_path: Path) -> None:
+    """A hand-edited or damaged redis.json (a negative, zero or huge pid) is refused in one line."""
+    for pid in (-1, 0, 2**40, 2**64, 4.5, "123"):
+        state = {"url": "redis://127.0.0.1:1/0", "port": 1, "pid": pid}
+        (tmp_path / "redis.json").write_text(json.dumps(state))
+        out = _askq(_env(tmp_path), "redis", "stop")
+        assert out.returncode == 1, (pid, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr, (pid, out.stderr)
+        assert "names no pid" in out.stdout, (pid, out.stdout)
+        assert (tmp_path / "redis.json").exists()
+
+
 def _embedded_stack(tmp_path: Path, sim: Sim) -> Stack:
     """A stack with no ASKQ_REDIS_URL: its processes find (or start) the embedded Redis themselves."""
     stack = Stack(tmp_path, env=dict(FAST_ENV))

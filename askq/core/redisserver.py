@@ -191,7 +191,9 @@ def not_our_server(state: dict[str, object]) -> str | None:
     recorded it, have started at the recorded time.
     """
     pid, port, created = state.get("pid"), state.get("port"), state.get("create_time")
-    if not isinstance(pid, int) or isinstance(pid, bool):
+    # A damaged or hand-edited file can hold any number: psutil refuses a negative pid with a
+    # ValueError, and pid 0 would be the kernel's (os.kill(0) signals our own process group).
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
         return "the state file names no pid"
     try:
         proc = psutil.Process(pid)
