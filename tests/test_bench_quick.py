@@ -118,3 +118,18 @@ def test_a_rate_too_low_to_finish_in_bounded_time_is_refused(tmp_path: Path) -> 
     with pytest.raises(BenchError, match="at least"):
         parse_rate("1%", capacity=300.0)
     assert parse_rate(f"{MIN_RATE}") == MIN_RATE
+
+
+def test_a_plot_path_that_cannot_be_written_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # The plot is drawn at the very end: a bad path used to end a ten-minute run in a traceback.
+    (tmp_path / "afile").write_text("")
+    for plot, says in ((tmp_path / "bench.txt", "a .png path"), (tmp_path / "afile" / "x.png", "cannot write"),
+                       (tmp_path / "adir.png", "is a directory")):
+        if plot.name == "adir.png":
+            plot.mkdir()
+        out = subprocess.run([sys.executable, "-m", "askq", "bench", "--plot", str(plot)], env=_env(tmp_path),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (plot, out.stderr)
+        assert f"--plot {str(plot)!r}" in out.stderr and says in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+        assert not (tmp_path / "bench").exists()
