@@ -82,3 +82,14 @@ def test_http_example_says_why_the_api_refused_a_question(stack: Stack, tmp_path
     assert http.returncode != 0
     assert "question" in http.stderr and "422" in http.stderr, (http.stdout, http.stderr)
     assert wrong_token.returncode != 0 and "401" in wrong_token.stderr, (wrong_token.stdout, wrong_token.stderr)
+
+
+def test_python_example_says_when_no_answer_came_in_time(redis_server: EmbeddedRedis, stack: Stack,
+                                                         tmp_path: Path) -> None:
+    # No worker runs: the wait runs out. A newcomer gets one line saying so (and the job id), not a traceback.
+    python = subprocess.run([sys.executable, str(EXAMPLES / "python_client.py"), redis_server.url,
+                             "Anyone there?", "--timeout", "1"], cwd=tmp_path, env=stack.env(),
+                            capture_output=True, text=True, timeout=60)
+    assert python.returncode == 1, (python.stdout, python.stderr)
+    (job_id,) = python.stdout.split()
+    assert "Traceback" not in python.stderr and job_id in python.stderr and "1" in python.stderr, python.stderr
