@@ -472,3 +472,21 @@ def test_a_form_with_too_many_fields_is_refused_with_a_message(settings: Setting
         reply = http.post("/console/dead-letters/act", content=f"csrf={csrf}&action=purge&{crowd}", headers=form)
         assert reply.status_code == 413 and "fields" in reply.json()["detail"], reply.text
         assert client.dlq.show(job_id).id == job_id  # nothing was purged
+
+
+def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(settings: Settings, client: Client) -> None:
+    # The cookie is stateless: before, Sign out only asked this browser to forget it, and a copy
+    # (another browser, a proxy log, a shared machine) kept working until it expired (8 h).
+    killed(client, "Where is my parcel?")
+    with console_app(settings) as http:
+        signed_in(http)
+        cookie = http.cookies[COOKIE]
+        out = http.post("/console/logout", follow_redirects=False)
+        assert out.status_code == 303
+    with console_app(settings) as copy:
+        copy.cookies.set(COOKIE, cookie)
+        assert copy.get("/console/dead-letters", follow_redirects=False).status_code == 303  # to the login form
+        assert copy.get("/openapi.json").status_code == 401
+    with console_app(settings) as other:  # another session of the same token is not affected
+        signed_in(other)
+        assert other.get("/console/workers").status_code == 200
