@@ -165,3 +165,23 @@ def test_a_frozen_embedded_redis_is_reported_not_replaced(tmp_path: Path) -> Non
     finally:
         server.resume()
         assert _askq(env, "redis", "stop").stdout.strip() == "stopped"
+
+
+def test_a_foreign_server_on_the_recorded_port_is_not_taken_for_the_embedded_one(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """The embedded Redis died (a reboot); another Redis now listens on its recorded port. askq
+    must not put its jobs into that server: it starts its own elsewhere and says so."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    state = {"url": redis_server.url, "port": port, "pid": gone.pid, "create_time": time.time() - 60}
+    (tmp_path / "redis.json").write_text(json.dumps(state))
+    env = _env(tmp_path)
+    try:
+        out = _askq(env, "redis", "url")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() != redis_server.url and "started the embedded Redis" in out.stderr
+        assert redis.Redis.from_url(out.stdout.strip()).ping()
+    finally:
+        _askq(env, "redis", "stop")

