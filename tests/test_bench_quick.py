@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from askq.bench.openloop import arrivals, parse_rate
+from askq.bench.openloop import MIN_RATE, arrivals, parse_rate
 from askq.bench.rounds import Rounds
 from askq.bench.run import gross_regression
 from askq.bench.workload import Figures
@@ -103,3 +103,33 @@ def test_a_bad_rate_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert "--rate 'half': expected jobs/s" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "bench").exists()
+
+
+def test_a_rate_too_low_to_finish_in_bounded_time_is_refused(tmp_path: Path) -> None:
+    # 200 jobs at 0.001 jobs/s would run for 55 hours: refused before anything starts, saying the floor.
+    out = subprocess.run([sys.executable, "-m", "askq", "bench", "--rate", "0.001"], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "--rate '0.001'" in out.stderr and f"at least {MIN_RATE:g} jobs/s" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "bench").exists()
+    # A share is checked once the capacity it is a share of is known.
+    assert parse_rate("1%") == 0.0
+    with pytest.raises(BenchError, match="at least"):
+        parse_rate("1%", capacity=300.0)
+    assert parse_rate(f"{MIN_RATE}") == MIN_RATE
+
+
+def test_a_plot_path_that_cannot_be_written_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # The plot is drawn at the very end: a bad path used to end a ten-minute run in a traceback.
+    (tmp_path / "afile").write_text("")
+    for plot, says in ((tmp_path / "bench.txt", "a .png path"), (tmp_path / "afile" / "x.png", "cannot write"),
+                       (tmp_path / "adir.png", "is a directory")):
+        if plot.name == "adir.png":
+            plot.mkdir()
+        out = subprocess.run([sys.executable, "-m", "askq", "bench", "--plot", str(plot)], env=_env(tmp_path),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (plot, out.stderr)
+        assert f"--plot {str(plot)!r}" in out.stderr and says in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+        assert not (tmp_path / "bench").exists()

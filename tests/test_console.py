@@ -458,3 +458,35 @@ def test_without_tokens_only_loopback_may_use_the_console(settings: Settings, r:
     assert local.get("/console/dead-letters").status_code == 200
     # A loopback client reached through another host name (DNS rebinding) is refused.
     assert local.get("/console/dead-letters", headers={"Host": "evil.example:8080"}).status_code == 403
+
+
+def test_a_form_with_too_many_fields_is_refused_with_a_message(settings: Settings, client: Client) -> None:
+    # parse_qs raises past max_num_fields: that was a 500 and a traceback, even on the open sign-in form.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    crowd = "&".join(["x=1"] * 6000)
+    with console_app(settings) as http:
+        reply = http.post("/console/login", content=f"token={TOKEN}&{crowd}", headers=form)
+        assert reply.status_code == 413 and "fields" in reply.json()["detail"], reply.text
+        job_id = killed(client, "Where is my parcel?")
+        csrf = signed_in(http)
+        reply = http.post("/console/dead-letters/act", content=f"csrf={csrf}&action=purge&{crowd}", headers=form)
+        assert reply.status_code == 413 and "fields" in reply.json()["detail"], reply.text
+        assert client.dlq.show(job_id).id == job_id  # nothing was purged
+
+
+def test_signing_out_ends_the_session_even_for_a_copy_of_its_cookie(settings: Settings, client: Client) -> None:
+    # The cookie is stateless: before, Sign out only asked this browser to forget it, and a copy
+    # (another browser, a proxy log, a shared machine) kept working until it expired (8 h).
+    killed(client, "Where is my parcel?")
+    with console_app(settings) as http:
+        signed_in(http)
+        cookie = http.cookies[COOKIE]
+        out = http.post("/console/logout", follow_redirects=False)
+        assert out.status_code == 303
+    with console_app(settings) as copy:
+        copy.cookies.set(COOKIE, cookie)
+        assert copy.get("/console/dead-letters", follow_redirects=False).status_code == 303  # to the login form
+        assert copy.get("/openapi.json").status_code == 401
+    with console_app(settings) as other:  # another session of the same token is not affected
+        signed_in(other)
+        assert other.get("/console/workers").status_code == 200

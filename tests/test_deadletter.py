@@ -257,3 +257,12 @@ def test_concurrent_replays_of_a_job_that_dies_again_at_once_run_it_once(
     assert sim.requests("primary") == 1
     # Asked now, after that death, a replay runs the job again.
     assert client.replay(job_id) == "ok"
+
+
+def test_dlq_list_refuses_a_since_that_is_not_a_positive_number(stack: Stack) -> None:
+    # `--since nan` reached Redis and came back as "Redis failed: ... min or max is not a float".
+    for bad in ("nan", "-5", "0", "inf", "soon"):
+        out = subprocess.run([sys.executable, "-m", "askq", "dlq", "list", "--since", bad], env=stack.env(),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (bad, out.stderr)
+        assert "--since" in out.stderr and "Redis" not in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -73,6 +73,18 @@ def test_redis_stop_leaves_another_redis_server_alone(tmp_path: Path, redis_serv
     assert redis.Redis.from_url(redis_server.url).ping()
 
 
+def test_redis_stop_with_a_corrupt_state_file_says_so_and_signals_nothing(tmp_path: Path) -> None:
+    """A hand-edited or damaged redis.json (a negative, zero or huge pid) is refused in one line."""
+    for pid in (-1, 0, 2**40, 2**64, 4.5, "123"):
+        state = {"url": "redis://127.0.0.1:1/0", "port": 1, "pid": pid}
+        (tmp_path / "redis.json").write_text(json.dumps(state))
+        out = _askq(_env(tmp_path), "redis", "stop")
+        assert out.returncode == 1, (pid, out.stdout, out.stderr)
+        assert "Traceback" not in out.stderr, (pid, out.stderr)
+        assert "names no pid" in out.stdout, (pid, out.stdout)
+        assert (tmp_path / "redis.json").exists()
+
+
 def _embedded_stack(tmp_path: Path, sim: Sim) -> Stack:
     """A stack with no ASKQ_REDIS_URL: its processes find (or start) the embedded Redis themselves."""
     stack = Stack(tmp_path, env=dict(FAST_ENV))
@@ -173,3 +185,23 @@ def test_a_port_taken_between_choosing_and_binding_is_chosen_again(tmp_path: Pat
         asked = EmbeddedRedis(tmp_path / "asked", port=taken, appendonly=False)
         with pytest.raises(EmbeddedRedisError, match="exited"):
             asked.start()
+
+
+def test_a_foreign_server_on_the_recorded_port_is_not_taken_for_the_embedded_one(
+    tmp_path: Path, redis_server: EmbeddedRedis
+) -> None:
+    """The embedded Redis died (a reboot); another Redis now listens on its recorded port. askq
+    must not put its jobs into that server: it starts its own elsewhere and says so."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    state = {"url": redis_server.url, "port": port, "pid": gone.pid, "create_time": time.time() - 60}
+    (tmp_path / "redis.json").write_text(json.dumps(state))
+    env = _env(tmp_path)
+    try:
+        out = _askq(env, "redis", "url")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() != redis_server.url and "started the embedded Redis" in out.stderr
+        assert redis.Redis.from_url(out.stdout.strip()).ping()
+    finally:
+        _askq(env, "redis", "stop")

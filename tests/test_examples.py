@@ -64,3 +64,32 @@ def test_each_producer_example_gets_its_job_answered(
     assert http.returncode == 0, http.stderr
     created, result = http.stdout.strip().splitlines()
     assert '"created":true' in created.replace(" ", "") and '"answer"' in result, http.stdout
+
+
+def test_http_example_says_why_the_api_refused_a_question(stack: Stack, tmp_path: Path) -> None:
+    # A newcomer's first bad input (an empty question) must show the API's 422 message, not exit silently.
+    url, api = serve_api(stack)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASKQ_")} | {"API": url, "TOKEN": TOKEN}
+        http = subprocess.run(["sh", str(EXAMPLES / "http.sh"), ""], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        wrong_token = subprocess.run(["sh", str(EXAMPLES / "http.sh"), "Hello?"], cwd=tmp_path,
+                                     env=env | {"TOKEN": "not-the-token"}, capture_output=True, text=True,
+                                     timeout=60)
+    finally:
+        api.terminate()
+        api.wait(10)
+    assert http.returncode != 0
+    assert "question" in http.stderr and "422" in http.stderr, (http.stdout, http.stderr)
+    assert wrong_token.returncode != 0 and "401" in wrong_token.stderr, (wrong_token.stdout, wrong_token.stderr)
+
+
+def test_python_example_says_when_no_answer_came_in_time(redis_server: EmbeddedRedis, stack: Stack,
+                                                         tmp_path: Path) -> None:
+    # No worker runs: the wait runs out. A newcomer gets one line saying so (and the job id), not a traceback.
+    python = subprocess.run([sys.executable, str(EXAMPLES / "python_client.py"), redis_server.url,
+                             "Anyone there?", "--timeout", "1"], cwd=tmp_path, env=stack.env(),
+                            capture_output=True, text=True, timeout=60)
+    assert python.returncode == 1, (python.stdout, python.stderr)
+    (job_id,) = python.stdout.split()
+    assert "Traceback" not in python.stderr and job_id in python.stderr and "1" in python.stderr, python.stderr

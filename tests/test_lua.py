@@ -328,3 +328,15 @@ SMOKE: dict[str, Callable[[redis.Redis], None]] = {
 def test_each_script_runs_on_its_own(name: str, r: redis.Redis) -> None:
     assert name in SMOKE, f"add a smoke call for {name}.lua to tests/test_lua.py"
     SMOKE[name](r)
+
+
+def test_an_include_line_is_read_whatever_the_line_ends_and_a_bad_one_is_refused() -> None:
+    # A checkout with CRLF line ends (git autocrlf on Windows, then a Docker build) or a trailing
+    # space must not silently drop callback_hook.lua: the scripts would fail only when a job ends.
+    for name in scripts.names():
+        lua = scripts.text(name)
+        assert scripts.included_by(lua.replace("\n", "\r\n")) == scripts.includes(name), name
+        assert scripts.included_by(lua.replace("\n", " \n")) == scripts.includes(name), name
+    assert scripts.includes("finish") == ["callback_hook"]
+    with pytest.raises(LookupError, match=r"not a Lua script name: 'Callback-Hook'"):
+        scripts.included_by("-- KEYS: none\n-- Includes: Callback-Hook\nreturn 1\n")

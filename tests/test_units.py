@@ -40,3 +40,19 @@ def test_systemd_verifies_the_unit_without_a_warning(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in done.stderr.splitlines() if unit.name in line or "Unknown" in line]
     assert done.returncode == 0 and problems == [], done.stderr
+
+
+def _exec_start_pre_as_sh(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The unit's ExecStartPre as systemd runs it: `$$` unescaped to `$`, then the command line itself."""
+    line = _service()["ExecStartPre"].replace("%i", "1").replace("$$", "$")
+    return subprocess.run(shlex.split(line), env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_the_unit_refuses_to_start_a_worker_without_a_redis_url() -> None:
+    # Without ASKQ_REDIS_URL each instance would start its own embedded Redis in its own state
+    # directory: workers that share no queue with each other or with any producer, and no error.
+    base = {"PATH": "/usr/bin:/bin"}
+    missing = _exec_start_pre_as_sh(base)
+    assert missing.returncode != 0 and "ASKQ_REDIS_URL" in missing.stderr, missing
+    assert _exec_start_pre_as_sh(base | {"ASKQ_REDIS_URL": ""}).returncode != 0
+    assert _exec_start_pre_as_sh(base | {"ASKQ_REDIS_URL": "redis://10.0.0.5:6379/0"}).returncode == 0

@@ -23,6 +23,10 @@ from askq.errors import BenchError
 # Long enough for a stable p99, short enough to keep a run bounded.
 TARGET_S = 20.0
 MIN_JOBS = 200
+# A rate point takes at least MIN_JOBS / rate seconds: below this rate it would run past half a
+# minute (0.001 jobs/s: 55 hours), so it is refused rather than left to run.
+MAX_POINT_S = 30.0
+MIN_RATE = round(MIN_JOBS / MAX_POINT_S, 2)
 
 
 def parse_rate(text: str, capacity: float | None = None) -> float:
@@ -37,9 +41,14 @@ def parse_rate(text: str, capacity: float | None = None) -> float:
         raise BenchError(f"--rate {text!r}: must be a positive number")
     if share and value > 200:
         raise BenchError(f"--rate {text!r}: a share of capacity over 200% only measures a growing queue")
-    if share:
-        return value / 100 * capacity if capacity is not None else 0.0
-    return value
+    if share and capacity is None:
+        return 0.0  # known once the capacity is measured; parse again with it
+    rate = value / 100 * capacity if share and capacity is not None else value
+    if rate < MIN_RATE:
+        of = f" ({rate:g} jobs/s of a measured capacity of {capacity:g})" if share else ""
+        raise BenchError(f"--rate {text!r}{of}: at least {MIN_RATE:g} jobs/s ({MIN_JOBS} jobs must arrive "
+                         f"within {MAX_POINT_S:g} s)")
+    return rate
 
 
 def arrivals(rate: float, count: int, rng: random.Random) -> list[float]:

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+from askq.errors import BenchError
+
+
+def check_path(path: Path) -> None:
+    """BenchError unless a PNG can be written at `path`: checked before a run whose plot comes last."""
+    shown = f"--plot {str(path)!r}"
+    if path.suffix.lower() != ".png":
+        raise BenchError(f"{shown}: the plot is a PNG, give a .png path")
+    if path.is_dir():
+        raise BenchError(f"{shown}: is a directory, give a .png file in it")
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise BenchError(f"{shown}: cannot write there ({folder} is not a writable directory)")
 
 
 def draw(points: list[dict[str, Any]], path: Path) -> None:

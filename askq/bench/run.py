@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from askq.bench.measure import ProcWatch, wait_until
-from askq.bench.plot import draw
+from askq.bench.plot import check_path, draw
 from askq.bench.rounds import Rounds, load, spread
 from askq.bench.workload import Baseline, Design, Figures, askq_timings, figures, make_specs
 from askq.config.settings import Settings, load_settings
@@ -174,7 +174,9 @@ def run_bench(jobs: int = 3000, latency_s: float = 1.0, concurrency: int = 200, 
         from askq.bench.openloop import parse_rate
 
         for text in rates:  # a bad --rate is refused before anything starts
-            parse_rate(text, 1.0)
+            parse_rate(text)  # a share is checked against the capacity once it is measured
+    if plot is not None:
+        check_path(plot)  # drawn at the end of the run: refused before it starts
     if quick:
         jobs, latency_s, concurrency, workers, rounds = 300, 0.2, 50, 1, 3
         textbook_jobs = 0  # the floor stays: a few seconds more, and its code path is exercised too

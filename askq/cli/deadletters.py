@@ -13,7 +13,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from askq.cli.args import positive_int, redis_errors
+from askq.cli.args import positive_float, positive_int, redis_errors
 from askq.core.deadletter import DeadReason
 from askq.errors import InvalidJobError
 from askq.producers.client import Client
@@ -96,7 +96,7 @@ def add_dlq(sub: Any) -> None:
     one_of = "one of " + ", ".join(reasons)
     q = dsub.add_parser("list", help="list dead letters, newest first")
     q.add_argument("--reason", choices=reasons, metavar="REASON", help=f"only dead letters with this reason ({one_of})")
-    q.add_argument("--since", type=float, metavar="SECONDS", help="only records from the last SECONDS seconds")
+    q.add_argument("--since", type=positive_float, metavar="SECONDS", help="only records from the last SECONDS seconds")
     q.add_argument("--limit", type=positive_int, default=100, help="show at most this many records (default 100)")
     q.add_argument("--json", action="store_true", help="print the records (without payloads) as JSON")
     q = dsub.add_parser("show", help="show one dead letter in full: error, deliveries and payload")

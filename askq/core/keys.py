@@ -141,3 +141,9 @@ CONSOLE_AUDIT = f"{PREFIX}:console:audit"
 # producers/console (api.console.replays_per_minute). TTL: 2 min.
 def console_replays(minute: int) -> str:
     return f"{PREFIX}:console:replays:{minute}"
+
+
+# STRING "1": a console session (its cookie's signature) that signed out, so no copy of the cookie
+# works any more — owner: producers/console. TTL: the session's remaining time.
+def console_signed_out(signature: str) -> str:
+    return f"{PREFIX}:console:signedout:{signature}"

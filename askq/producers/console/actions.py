@@ -128,7 +128,7 @@ def _act(client: Client, operator: Operator, items: list[Item], action: str, edi
 
 
 async def _handle(request: Request, confirmed: bool) -> Response:
-    operator = guard(request)
+    operator = await run_in_threadpool(guard, request)  # reads Redis (a signed-out session)
     if isinstance(operator, Response):
         return operator
     form = await form_of(request)

@@ -15,7 +15,7 @@ from askq.core.job import job_id_for
 from askq.core.liveness import list_workers
 from askq.errors import JobNotFoundError
 from askq.producers.console import audit, query
-from askq.producers.console.session import COOKIE, check_token, same_origin, session_cookie
+from askq.producers.console.session import COOKIE, check_token, same_origin, session_cookie, sign_out
 from askq.producers.console.web import HEADERS, client_of, first, form_of, guard, render
 from askq.producers.routes.common import is_loopback
 
@@ -59,7 +59,8 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+def logout(request: Request) -> Response:
+    sign_out(request)
     response = RedirectResponse("/console/login", status_code=303, headers=HEADERS)
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response

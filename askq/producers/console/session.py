@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
-from askq.producers.routes.common import is_loopback
+from askq.core import keys
+from askq.producers.routes.common import is_loopback, refuse_rebound_host
 
 COOKIE = "askq_console"
 
@@ -56,9 +60,28 @@ def _token_of(tokens: list[bytes], given: bytes) -> bytes | None:
 
 
 def session_cookie(token: bytes, session_s: int, now: float | None = None) -> str:
-    """The cookie value for a login with this token."""
-    fp, expires = fingerprint(token), str(int((now or time.time()) + session_s))
-    return f"{fp}.{expires}.{_sign(token, 'session', fp, expires)}"
+    """The cookie value for a login with this token: each sign-in its own (a nonce), so one can end alone."""
+    fp, expires, nonce = fingerprint(token), str(int((now or time.time()) + session_s)), secrets.token_hex(8)
+    return f"{fp}.{expires}.{nonce}.{_sign(token, 'session', fp, expires, nonce)}"
+
+
+def _signed_out(request: Request, signature: str) -> bool:
+    redis: Any = request.app.state.client.redis
+    return bool(redis.exists(keys.console_signed_out(signature)))
+
+
+def sign_out(request: Request) -> None:
+    """End this request's cookie session for every copy of the cookie, until it would have expired.
+
+    The cookie is stateless, so clearing it in one browser leaves a copy (another browser, a proxy
+    log) working: the signature is recorded in Redis as signed out instead.
+    """
+    if not isinstance(operator_of(request), Operator):
+        return
+    _fp, expires, _nonce, signature = request.cookies.get(COOKIE, "").split(".")
+    left_s = int(expires) - int(time.time())
+    if left_s > 0:
+        request.app.state.client.redis.set(keys.console_signed_out(signature), "1", ex=left_s + 1)
 
 
 def check_token(request: Request, given: str) -> bytes | None:
@@ -83,14 +106,18 @@ def operator_of(request: Request) -> Operator | Denied:
         if token is None:
             return Denied(401, "that bearer token is not one of api.tokens")
         return Operator(f"token:{fingerprint(token)}", "", by_bearer=True)
-    fp, _, rest = request.cookies.get(COOKIE, "").partition(".")
-    expires, _, signature = rest.partition(".")
+    parts = request.cookies.get(COOKIE, "").split(".")
+    if len(parts) != 4:
+        return Denied(401, "sign in with an API token")
+    fp, expires, nonce, signature = parts
     for token in tokens:
         if hmac.compare_digest(fingerprint(token), fp) and hmac.compare_digest(
-                _sign(token, "session", fp, expires), signature):
+                _sign(token, "session", fp, expires, nonce), signature):
             if not expires.isdigit() or int(expires) < time.time():
                 return Denied(401, "your console session has expired: sign in again")
-            return Operator(f"token:{fp}", _sign(token, "csrf", fp, expires))
+            if _signed_out(request, signature):
+                return Denied(401, "this console session was signed out: sign in again")
+            return Operator(f"token:{fp}", _sign(token, "csrf", fp, expires, nonce))
     return Denied(401, "sign in with an API token")
 
 
@@ -115,7 +142,9 @@ async def docs_access(request: Request) -> None:
     read the API's documentation in the same browser. Only these read-only pages take the cookie.
     """
     if not request.app.state.tokens:
-        return  # as the API: only possible on a loopback address (producers.api.check_exposure)
-    if isinstance(operator_of(request), Denied):
+        refuse_rebound_host(request)  # as the API: only on a loopback address (producers.api.check_exposure)
+        return
+    # operator_of reads Redis (a signed-out session): off the event loop.
+    if isinstance(await run_in_threadpool(operator_of, request), Denied):
         raise HTTPException(401, "a valid bearer token (or a console sign-in) is required",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -62,11 +62,17 @@ def guard(request: Request) -> Operator | Response:
     return render(request, "message.html", found.status, title=title, message=found.message, operator=None)
 
 
+MAX_FORM_FIELDS = 5000  # far above any page (api.console.page_size ids), far below a costly parse
+
+
 async def form_of(request: Request) -> dict[str, list[str]]:
     """A posted form (application/x-www-form-urlencoded), bounded like every API body."""
     settings = client_of(request).settings.api
     raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=5000)
+    try:
+        return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # parse_qs past max_num_fields; anything else it accepts
+        raise HTTPException(413, f"a console form has at most {MAX_FORM_FIELDS} fields") from None
 
 
 def first(form: dict[str, list[str]], name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,7 +71,8 @@ async def authorize(
     """
     tokens: list[bytes] = request.app.state.tokens
     if not tokens:
-        return  # only possible on a loopback address, see producers.api.check_exposure
+        refuse_rebound_host(request)  # only possible on a loopback address, see producers.api.check_exposure
+        return
     given = credentials.credentials.encode() if credentials else b""
     # Compare against every token so the time taken does not tell which one nearly matched.
     if not any([hmac.compare_digest(given, t) for t in tokens]):
@@ -78,6 +80,19 @@ async def authorize(
 
 
 AUTH = [Depends(authorize)]
+
+
+def refuse_rebound_host(request: Request) -> None:
+    """Without tokens, a 403 for a request whose Host is not a loopback name.
+
+    The API then listens on loopback only, but a web page whose host name resolves to 127.0.0.1
+    (DNS rebinding) is same-origin with it in the operator's browser and could read every job and
+    purge dead letters; the browser still sends the page's own name in Host.
+    """
+    host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+    if not is_loopback(host):
+        raise HTTPException(403, f"with no api.tokens configured the API answers loopback host names only, "
+                                 f"not {host[:80]!r}: use 127.0.0.1 or localhost, or configure api.tokens")
 
 
 def is_loopback(host: str) -> bool:
