@@ -155,11 +155,11 @@ def test_no_tokens_means_loopback_only(stack: Stack) -> None:
     assert "without tokens" in out.stderr
 
 
-def serve_api(stack: Stack, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+def serve_api(stack: Stack, tokens: tuple[str, ...] = (TOKEN,), **env: str) -> tuple[str, subprocess.Popen[bytes]]:
     """`askq api` as a real uvicorn process on a free port, once it answers /healthz."""
     port = free_port()
     proc = stack.spawn(f"api{port}", [sys.executable, "-m", "askq", "api"],
-                       stack.env(ASKQ_API__TOKENS=json.dumps([TOKEN]), ASKQ_API__PORT=str(port), **env))
+                       stack.env(ASKQ_API__TOKENS=json.dumps(list(tokens)), ASKQ_API__PORT=str(port), **env))
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

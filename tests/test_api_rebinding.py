@@ -7,7 +7,6 @@ The browser sends the attacker's name in `Host`; a real loopback caller sends `1
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -16,27 +15,15 @@ import redis
 
 from askq.config.settings import Settings
 from askq.core import keys
-from askq.core.redisserver import free_port
 from askq.producers.client import Client
 from askq.stack import Stack
-from tests.conftest import wait_for
+from tests.test_api import serve_api
 
 
 @pytest.fixture
 def open_api(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    proc = stack.spawn(f"api{port}", [sys.executable, "-m", "askq", "api"],
-                       stack.env(ASKQ_API__TOKENS="[]", ASKQ_API__PORT=str(port)))
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    url, proc = serve_api(stack, tokens=())
     try:
-        wait_for(up, 60, what="askq api to answer")
         yield url
     finally:
         proc.kill()

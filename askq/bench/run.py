@@ -83,13 +83,6 @@ class Askq(Design):
     def timings(self, ids: list[str]) -> list[tuple[float, float, float]]:
         return askq_timings(self.client.redis, ids)
 
-    def stop(self) -> None:
-        for proc in self.procs:
-            self.stack.kill_worker(proc, 15)
-            if proc in self.stack.workers:
-                self.stack.workers.remove(proc)
-        self.procs = []
-
 
 def run_askq(stack: Stack, client: Client, workers: int, concurrency: int, jobs: int, timeout_s: float,
              warmup: int | None = None) -> Figures:

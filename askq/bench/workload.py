@@ -108,6 +108,7 @@ class Design:
     """One design's worker processes, kept up while the bench gives them bursts in turn."""
 
     name: str
+    stack: Stack
     procs: list[subprocess.Popen[bytes]]
 
     def burst(self, jobs: int, timeout_s: float) -> Figures:
@@ -126,7 +127,12 @@ class Design:
         raise NotImplementedError
 
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop this design's worker processes (a design with more to clean up extends this)."""
+        for proc in self.procs:
+            self.stack.kill_worker(proc, 15)
+            if proc in self.stack.workers:
+                self.stack.workers.remove(proc)
+        self.procs = []
 
 
 class Baseline(Design):
@@ -177,11 +183,7 @@ class Baseline(Design):
         return baseline_timings(self.r, self.queue)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            self.stack.kill_worker(proc, 15)
-            if proc in self.stack.workers:
-                self.stack.workers.remove(proc)
-        self.procs = []
+        super().stop()
         self.r.delete(self.queue, self.done, ready_key(self.queue))
 
 
