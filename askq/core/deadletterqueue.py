@@ -158,8 +158,7 @@ class DeadLetterQueue:
 
     def server_time(self) -> float:
         """Now on Redis's clock, the one deaths are stamped with (a host's clock may be off)."""
-        seconds, micros = self.redis.time()
-        return seconds + micros / 1_000_000
+        return clock.read(self.redis)
 
     def replay(self, record_id: str, asked_at: float | None = None, payload: dict[str, Any] | None = None) -> str:
         """Re-enqueue a dead job with its payload and id; returns ok, not_dead, newer, changed or no_payload.
